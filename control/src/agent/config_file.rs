@@ -1,0 +1,247 @@
+//! Config files (`-config-file`, `-config-dir`): JSON or HCL, with `service`,
+//! `services`, `check` and `checks` blocks and agent settings.
+//!
+//! A file that does not parse, or a definition with a bad field, is reported
+//! with the file's path and the field; nothing from a broken load is applied.
+
+use super::definition::{CheckDefinition, ServiceDefinition};
+use super::keys::normalize;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Agent settings a config file may carry (Consul's snake_case names).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct FileSettings {
+    /// `datacenter`.
+    pub datacenter: Option<String>,
+    /// `node_name`.
+    pub node_name: Option<String>,
+    /// `data_dir`.
+    pub data_dir: Option<String>,
+    /// `server`.
+    pub server: Option<bool>,
+    /// `bootstrap`.
+    pub bootstrap: Option<bool>,
+    /// `bootstrap_expect`.
+    pub bootstrap_expect: Option<u32>,
+    /// `enable_script_checks`.
+    pub enable_script_checks: Option<bool>,
+    /// `bind_addr`.
+    pub bind_addr: Option<String>,
+    /// `client_addr`.
+    pub client_addr: Option<String>,
+    /// `advertise_addr`.
+    pub advertise_addr: Option<String>,
+    /// `domain`.
+    pub domain: Option<String>,
+    /// `log_level`.
+    pub log_level: Option<String>,
+    /// `node_meta`.
+    pub node_meta: Option<BTreeMap<String, String>>,
+    /// `ports { http, dns, server, serf_lan }`.
+    pub ports: Option<FilePorts>,
+}
+
+/// The `ports` block.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct FilePorts {
+    /// HTTP API port.
+    pub http: Option<u16>,
+    /// DNS port.
+    #[serde(rename = "DNS")]
+    pub dns: Option<u16>,
+    /// Server RPC port.
+    pub server: Option<u16>,
+    /// LAN gossip port.
+    pub serf_lan: Option<u16>,
+}
+
+/// Everything loaded from the config paths.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedConfig {
+    /// Service definitions, in file order.
+    pub services: Vec<ServiceDefinition>,
+    /// Node-level check definitions.
+    pub checks: Vec<CheckDefinition>,
+    /// Agent settings, later files overriding earlier ones.
+    pub settings: FileSettings,
+}
+
+const SETTINGS_KEYS: &[&str] = &[
+    "Datacenter",
+    "NodeName",
+    "DataDir",
+    "Server",
+    "Bootstrap",
+    "BootstrapExpect",
+    "EnableScriptChecks",
+    "BindAddr",
+    "ClientAddr",
+    "AdvertiseAddr",
+    "Domain",
+    "LogLevel",
+    "NodeMeta",
+    "Ports",
+];
+
+/// The files a path names: itself, or a directory's `.json` and `.hcl`
+/// files in name order.
+fn files_of(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("json") | Some("hcl")
+                )
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Parses one file into JSON with canonical keys.
+pub fn parse_file(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let value: Value = if path.extension().and_then(|e| e.to_str()) == Some("hcl") {
+        hcl::from_str(&text).map_err(|e| format!("{}: invalid HCL: {e}", path.display()))?
+    } else {
+        serde_json::from_str(&text).map_err(|e| format!("{}: invalid JSON: {e}", path.display()))?
+    };
+    if !value.is_object() {
+        return Err(format!("{}: top level must be an object", path.display()));
+    }
+    Ok(normalize(value))
+}
+
+/// One or many: a block given once is an object, given twice an array.
+fn many(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) => items,
+        other => vec![other],
+    }
+}
+
+/// Loads every file under `paths`.
+pub fn load_paths(paths: &[PathBuf]) -> Result<LoadedConfig, String> {
+    let mut out = LoadedConfig::default();
+    let mut settings = serde_json::Map::new();
+    for p in paths {
+        for file in files_of(p)? {
+            let Value::Object(top) = parse_file(&file)? else {
+                continue;
+            };
+            let at = |what: &str, e: String| format!("{}: {what}: {e}", file.display());
+            for (key, value) in top {
+                match key.as_str() {
+                    "Service" | "Services" => {
+                        for v in many(value) {
+                            let s =
+                                ServiceDefinition::from_json(v).map_err(|e| at("service", e))?;
+                            out.services.push(s);
+                        }
+                    }
+                    "Check" | "Checks" => {
+                        for v in many(value) {
+                            let c = CheckDefinition::from_json(v).map_err(|e| at("check", e))?;
+                            out.checks.push(c);
+                        }
+                    }
+                    k if SETTINGS_KEYS.contains(&k) => {
+                        settings.insert(key, value);
+                    }
+                    other => {
+                        tracing::warn!(file = %file.display(), key = other, "ignoring unsupported config key");
+                    }
+                }
+            }
+        }
+    }
+    out.settings = serde_json::from_value(Value::Object(settings))
+        .map_err(|e| format!("agent settings: {e}"))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mesh-cfg-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn loads_json_and_hcl_from_a_directory() {
+        let d = tempdir("dir");
+        write(
+            &d,
+            "socat.json",
+            r#"{"service": {"name": "socat", "port": 8181, "connect": {"sidecar_service": {}}}}"#,
+        );
+        write(
+            &d,
+            "web.hcl",
+            r#"
+            datacenter = "east"
+            service {
+              name = "web"
+              port = 80
+              tags = ["v1"]
+              check {
+                id       = "web-ttl"
+                ttl      = "30s"
+              }
+            }
+            service {
+              name = "api"
+              port = 81
+            }
+            "#,
+        );
+        write(&d, "ignored.txt", "not config");
+        let cfg = load_paths(&[d.clone()]).unwrap();
+        let names: Vec<&str> = cfg.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["socat", "web", "api"]);
+        assert_eq!(cfg.services[1].check.as_ref().unwrap().id, "web-ttl");
+        assert_eq!(cfg.settings.datacenter.as_deref(), Some("east"));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_file_and_field() {
+        let d = tempdir("bad");
+        let f = write(
+            &d,
+            "bad.json",
+            r#"{"service": {"name": "x", "port": "eighty"}}"#,
+        );
+        let err = load_paths(&[f]).unwrap_err();
+        assert!(err.contains("bad.json"), "{err}");
+        let f = write(&d, "broken.hcl", "service { name = ");
+        let err = load_paths(&[f]).unwrap_err();
+        assert!(err.contains("broken.hcl") && err.contains("HCL"), "{err}");
+        let f = write(&d, "typo.json", r#"{"service": {"name": "x", "prot": 1}}"#);
+        let err = load_paths(&[f]).unwrap_err();
+        assert!(err.contains("Prot"), "{err}");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

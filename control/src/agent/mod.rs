@@ -1,0 +1,599 @@
+//! The agent: this node's services and checks, the check runners, and the
+//! anti-entropy that keeps the catalog in step with them.
+
+mod checks;
+pub mod config_file;
+pub mod definition;
+mod keys;
+mod local;
+mod sync;
+
+pub use definition::{CheckDefinition, CheckKind, ServiceDefinition};
+pub use local::{LocalCheck, LocalService, LocalState, Source};
+
+use crate::raft::RaftNode;
+use crate::structs::{status, HealthCheck};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// The agent's identity and settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This node's name.
+    pub node_name: String,
+    /// This node's UUID.
+    pub node_id: String,
+    /// The datacenter.
+    pub datacenter: String,
+    /// The address other nodes and clients use for this node.
+    pub advertise_addr: String,
+    /// Whether this agent is a server.
+    pub server: bool,
+    /// Allow script checks.
+    pub enable_script_checks: bool,
+    /// Config files and directories, in load order.
+    pub config_paths: Vec<PathBuf>,
+    /// Node metadata.
+    pub node_meta: BTreeMap<String, String>,
+    /// The DNS domain, with a trailing dot.
+    pub domain: String,
+    /// Bound ports, for `/v1/agent/self` and members.
+    pub ports: Ports,
+    /// How often the full anti-entropy sync runs.
+    pub sync_interval: Duration,
+}
+
+/// The ports the agent serves on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ports {
+    /// HTTP API.
+    pub http: u16,
+    /// DNS.
+    pub dns: u16,
+    /// Server RPC.
+    pub server: u16,
+    /// LAN gossip.
+    pub serf_lan: u16,
+}
+
+/// Why the agent refused a request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// No such service or check.
+    #[error("{0}")]
+    NotFound(String),
+    /// The definition is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The catalog could not be updated.
+    #[error("{0}")]
+    Sync(String),
+}
+
+/// The local agent.
+pub struct Agent {
+    config: AgentConfig,
+    node: RaftNode,
+    local: Mutex<LocalState>,
+    runners: Mutex<HashMap<String, JoinHandle<()>>>,
+    sync_lock: tokio::sync::Mutex<()>,
+    reload_lock: tokio::sync::Mutex<()>,
+    me: Weak<Agent>,
+    leave: tokio::sync::watch::Sender<bool>,
+}
+
+/// The ID of the node maintenance check.
+pub const NODE_MAINTENANCE_CHECK: &str = "_node_maintenance";
+/// The prefix of service maintenance check IDs.
+pub const SERVICE_MAINTENANCE_PREFIX: &str = "_service_maintenance:";
+const DEFAULT_MAINTENANCE_REASON: &str =
+    "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.";
+const DEFAULT_SERVICE_MAINTENANCE_REASON: &str =
+    "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.";
+
+impl Agent {
+    /// Starts the agent: registers the node, loads config files, and starts
+    /// anti-entropy and the critical-service reaper.
+    pub async fn start(config: AgentConfig, node: RaftNode) -> Result<Arc<Agent>, String> {
+        let (leave, _) = tokio::sync::watch::channel(false);
+        let agent = Arc::new_cyclic(|me| Agent {
+            config,
+            node,
+            local: Mutex::new(LocalState::default()),
+            runners: Mutex::new(HashMap::new()),
+            sync_lock: tokio::sync::Mutex::new(()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            me: me.clone(),
+            leave,
+        });
+        agent.register_node().await?;
+        agent.reload().await?;
+        let weak = Arc::downgrade(&agent);
+        let interval = agent.config.sync_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(agent) = weak.upgrade() else { return };
+                if let Err(e) = agent.sync_full().await {
+                    tracing::warn!(error = %e, "anti-entropy sync failed");
+                }
+            }
+        });
+        let weak = Arc::downgrade(&agent);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(agent) = weak.upgrade() else { return };
+                agent.reap_critical_services().await;
+            }
+        });
+        Ok(agent)
+    }
+
+    /// The agent's settings.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The Raft node.
+    pub fn raft(&self) -> &RaftNode {
+        &self.node
+    }
+
+    /// Local state; hold the guard briefly and never across `.await`.
+    pub fn local(&self) -> MutexGuard<'_, LocalState> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sync_soon(&self) {
+        let Some(agent) = self.me.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Err(e) = agent.sync_changes().await {
+                tracing::warn!(error = %e, "sync failed");
+            }
+        });
+    }
+
+    fn sync_error(e: String) -> AgentError {
+        AgentError::Sync(e)
+    }
+
+    /// Registers a service and its checks, replacing any with the same ID.
+    /// With `replace_existing_checks`, checks of the old registration that the
+    /// new one lacks are removed.
+    pub async fn add_service(
+        &self,
+        mut def: ServiceDefinition,
+        source: Source,
+        replace_existing_checks: bool,
+    ) -> Result<(), AgentError> {
+        def.validate().map_err(AgentError::Invalid)?;
+        let checks = def.check_definitions();
+        let mut prepared = Vec::new();
+        for c in &checks {
+            prepared.push(self.prepare_check(c.clone(), source)?);
+        }
+        let service = def.to_node_service(&self.config.datacenter);
+        let id = service.id.clone();
+        let stale: Vec<String> = {
+            let mut local = self.local();
+            let stale: Vec<String> = if replace_existing_checks {
+                local
+                    .checks
+                    .values()
+                    .filter(|c| c.check.service_id == id)
+                    .filter(|c| !checks.iter().any(|n| n.id == c.check.check_id))
+                    .map(|c| c.check.check_id.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            for s in &stale {
+                local.remove_check(s);
+            }
+            local.add_service(def, service, source);
+            stale
+        };
+        for s in stale {
+            self.stop_runner(&s);
+        }
+        for (check, c_def, kind) in prepared {
+            self.install_check(check, c_def, kind);
+        }
+        self.sync_changes().await.map_err(Self::sync_error)
+    }
+
+    /// Deregisters a service and its checks.
+    pub async fn remove_service(&self, id: &str) -> Result<(), AgentError> {
+        let checks: Vec<String> = {
+            let mut local = self.local();
+            let checks = local
+                .checks
+                .values()
+                .filter(|c| c.check.service_id == id)
+                .map(|c| c.check.check_id.clone())
+                .collect();
+            if !local.remove_service(id) {
+                return Err(AgentError::NotFound(format!("Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name.")));
+            }
+            checks
+        };
+        for c in checks {
+            self.stop_runner(&c);
+        }
+        self.sync_changes().await.map_err(Self::sync_error)
+    }
+
+    fn prepare_check(
+        &self,
+        mut def: CheckDefinition,
+        source: Source,
+    ) -> Result<(LocalCheck, CheckDefinition, CheckKind), AgentError> {
+        if def.id.is_empty() {
+            def.id = def.name.clone();
+        }
+        if def.id.is_empty() {
+            return Err(AgentError::Invalid("Missing check name".into()));
+        }
+        if def.name.is_empty() {
+            def.name = def.id.clone();
+        }
+        if !def.status.is_empty() && !status::is_valid(&def.status) {
+            return Err(AgentError::Invalid(format!(
+                "Invalid check status: {:?}",
+                def.status
+            )));
+        }
+        let kind = def
+            .kind(self.config.enable_script_checks)
+            .map_err(AgentError::Invalid)?;
+        let check = def.to_health_check(&self.config.node_name, &kind);
+        Ok((
+            LocalCheck {
+                check,
+                definition: def.clone(),
+                kind: kind.clone(),
+                source,
+                in_sync: false,
+                version: 0,
+                critical_since: None,
+            },
+            def,
+            kind,
+        ))
+    }
+
+    fn install_check(&self, mut check: LocalCheck, def: CheckDefinition, kind: CheckKind) {
+        let id = check.check.check_id.clone();
+        {
+            let mut local = self.local();
+            if let Some(svc) = local.services.get(&check.check.service_id) {
+                check.check.service_name = svc.service.service.clone();
+                check.check.service_tags = svc.service.tags.clone();
+            }
+            if check.check.status == status::CRITICAL {
+                check.critical_since = Some(std::time::Instant::now());
+            }
+            local.add_check(check);
+        }
+        self.stop_runner(&id);
+        if let Some(handle) = checks::spawn(self.me.clone(), def, kind) {
+            self.runners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, handle);
+        }
+    }
+
+    fn stop_runner(&self, id: &str) {
+        if let Some(h) = self
+            .runners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+        {
+            h.abort();
+        }
+    }
+
+    /// Registers a check.
+    pub async fn add_check(&self, def: CheckDefinition, source: Source) -> Result<(), AgentError> {
+        if !def.service_id.is_empty() && !self.local().services.contains_key(&def.service_id) {
+            return Err(AgentError::NotFound(format!(
+                "ServiceID {:?} does not exist",
+                def.service_id
+            )));
+        }
+        let (check, def, kind) = self.prepare_check(def, source)?;
+        self.install_check(check, def, kind);
+        self.sync_changes().await.map_err(Self::sync_error)
+    }
+
+    /// Deregisters a check.
+    pub async fn remove_check(&self, id: &str) -> Result<(), AgentError> {
+        if !self.local().remove_check(id) {
+            return Err(AgentError::NotFound(format!(
+                "Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."
+            )));
+        }
+        self.stop_runner(id);
+        self.sync_changes().await.map_err(Self::sync_error)
+    }
+
+    /// The current status of a check.
+    pub fn check_status(&self, id: &str) -> Option<String> {
+        self.local().checks.get(id).map(|c| c.check.status.clone())
+    }
+
+    /// Records a probe result; a status change is synced at once.
+    pub(crate) async fn check_result(&self, id: &str, status: &str, output: &str) {
+        let changed = self.local().set_check_status(id, status, output);
+        if changed == Some(true) {
+            self.sync_soon();
+        }
+    }
+
+    /// Updates a TTL check (`/v1/agent/check/pass|warn|fail|update`) and
+    /// restarts its TTL.
+    pub async fn update_ttl(&self, id: &str, status: &str, output: &str) -> Result<(), AgentError> {
+        let ttl = {
+            let local = self.local();
+            let Some(c) = local.checks.get(id) else {
+                return Err(AgentError::NotFound(format!("Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name.")));
+            };
+            match c.kind {
+                CheckKind::Ttl(ttl) => ttl,
+                _ => {
+                    return Err(AgentError::Invalid(format!(
+                        "CheckID {id:?} does not have associated TTL"
+                    )))
+                }
+            }
+        };
+        let output = checks::truncate_output(output, definition::DEFAULT_OUTPUT_MAX_SIZE);
+        let changed = self.local().set_check_status(id, status, &output);
+        let handle = checks::spawn_ttl(self.me.clone(), id.to_string(), ttl);
+        if let Some(old) = self
+            .runners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), handle)
+        {
+            old.abort();
+        }
+        if changed.is_some() {
+            self.sync_changes().await.map_err(Self::sync_error)?;
+        }
+        Ok(())
+    }
+
+    /// Puts a service into (or out of) maintenance mode.
+    pub async fn service_maintenance(
+        &self,
+        id: &str,
+        enable: bool,
+        reason: &str,
+    ) -> Result<(), AgentError> {
+        let name = {
+            let local = self.local();
+            match local.services.get(id) {
+                Some(s) => s.service.service.clone(),
+                None => {
+                    return Err(AgentError::NotFound(format!(
+                        "No service registered with ID {id:?}"
+                    )))
+                }
+            }
+        };
+        let check_id = format!("{SERVICE_MAINTENANCE_PREFIX}{id}");
+        if !enable {
+            if self.local().remove_check(&check_id) {
+                self.sync_changes().await.map_err(Self::sync_error)?;
+            }
+            return Ok(());
+        }
+        let notes = if reason.is_empty() {
+            DEFAULT_SERVICE_MAINTENANCE_REASON
+        } else {
+            reason
+        };
+        self.add_maintenance_check(check_id, "Service Maintenance Mode", notes, id, &name)
+            .await
+    }
+
+    /// Puts the node into (or out of) maintenance mode.
+    pub async fn node_maintenance(&self, enable: bool, reason: &str) -> Result<(), AgentError> {
+        if !enable {
+            if self.local().remove_check(NODE_MAINTENANCE_CHECK) {
+                self.sync_changes().await.map_err(Self::sync_error)?;
+            }
+            return Ok(());
+        }
+        let notes = if reason.is_empty() {
+            DEFAULT_MAINTENANCE_REASON
+        } else {
+            reason
+        };
+        self.add_maintenance_check(
+            NODE_MAINTENANCE_CHECK.into(),
+            "Node Maintenance Mode",
+            notes,
+            "",
+            "",
+        )
+        .await
+    }
+
+    async fn add_maintenance_check(
+        &self,
+        id: String,
+        name: &str,
+        notes: &str,
+        service_id: &str,
+        service_name: &str,
+    ) -> Result<(), AgentError> {
+        let def = CheckDefinition {
+            id: id.clone(),
+            name: name.into(),
+            notes: notes.into(),
+            service_id: service_id.into(),
+            status: status::CRITICAL.into(),
+            ..Default::default()
+        };
+        let check = HealthCheck {
+            node: self.config.node_name.clone(),
+            check_id: id,
+            name: name.into(),
+            status: status::CRITICAL.into(),
+            notes: notes.into(),
+            service_id: service_id.into(),
+            service_name: service_name.into(),
+            check_type: "maintenance".into(),
+            ..Default::default()
+        };
+        self.install_check(
+            LocalCheck {
+                check,
+                definition: def.clone(),
+                kind: CheckKind::Maintenance,
+                source: Source::Api,
+                in_sync: false,
+                version: 0,
+                critical_since: None,
+            },
+            def,
+            CheckKind::Maintenance,
+        );
+        self.sync_changes().await.map_err(Self::sync_error)
+    }
+
+    /// Re-reads the config files: services and checks they added, changed or
+    /// removed take effect. A broken file changes nothing.
+    pub async fn reload(&self) -> Result<(), String> {
+        let _one = self.reload_lock.lock().await;
+        let loaded = config_file::load_paths(&self.config.config_paths)?;
+        let (old_services, old_checks): (Vec<String>, Vec<String>) = {
+            let local = self.local();
+            (
+                local
+                    .services
+                    .values()
+                    .filter(|s| s.source == Source::Config)
+                    .map(|s| s.service.id.clone())
+                    .collect(),
+                local
+                    .checks
+                    .values()
+                    .filter(|c| c.source == Source::Config && c.check.service_id.is_empty())
+                    .map(|c| c.check.check_id.clone())
+                    .collect(),
+            )
+        };
+        // Validate everything before changing anything.
+        for s in &loaded.services {
+            let mut s = s.clone();
+            s.validate()
+                .map_err(|e| format!("service {:?}: {e}", s.name))?;
+            for c in s.check_definitions() {
+                self.prepare_check(c, Source::Config)
+                    .map_err(|e| format!("service {:?}: check: {e}", s.name))?;
+            }
+        }
+        for c in &loaded.checks {
+            self.prepare_check(c.clone(), Source::Config)
+                .map_err(|e| format!("check {:?}: {e}", c.name))?;
+        }
+        let mut keep_services = Vec::new();
+        for s in loaded.services {
+            let mut v = s.clone();
+            let _ = v.validate();
+            let unchanged = self
+                .local()
+                .services
+                .get(&v.id)
+                .is_some_and(|l| l.definition == v && l.source == Source::Config);
+            keep_services.push(v.id.clone());
+            if !unchanged {
+                self.add_service(s, Source::Config, true)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let mut keep_checks = Vec::new();
+        for c in loaded.checks {
+            let id = if c.id.is_empty() {
+                c.name.clone()
+            } else {
+                c.id.clone()
+            };
+            keep_checks.push(id.clone());
+            let unchanged = self.local().checks.get(&id).is_some_and(|l| {
+                l.source == Source::Config
+                    && (l.definition == c
+                        || l.definition.id == id && {
+                            let mut d = c.clone();
+                            d.id = id.clone();
+                            if d.name.is_empty() {
+                                d.name = id.clone();
+                            }
+                            l.definition == d
+                        })
+            });
+            if !unchanged {
+                self.add_check(c, Source::Config)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        for id in old_services.iter().filter(|id| !keep_services.contains(id)) {
+            let _ = self.remove_service(id).await;
+        }
+        for id in old_checks.iter().filter(|id| !keep_checks.contains(id)) {
+            let _ = self.remove_check(id).await;
+        }
+        Ok(())
+    }
+
+    async fn reap_critical_services(&self) {
+        let now = std::time::Instant::now();
+        let doomed: Vec<String> = {
+            let local = self.local();
+            local
+                .checks
+                .values()
+                .filter(|c| !c.check.service_id.is_empty())
+                .filter_map(|c| {
+                    let after = c.definition.deregister_critical_service_after?.0;
+                    let since = c.critical_since?;
+                    (c.check.status == status::CRITICAL && now.duration_since(since) >= after)
+                        .then(|| c.check.service_id.clone())
+                })
+                .collect()
+        };
+        for id in doomed {
+            tracing::info!(service = %id, "deregistering service: critical for too long");
+            let _ = self.remove_service(&id).await;
+        }
+    }
+
+    /// Asks the agent to leave: the process shuts down gracefully.
+    pub fn leave(&self) {
+        let _ = self.leave.send(true);
+    }
+
+    /// Resolves when [`Agent::leave`] is called.
+    pub async fn left(&self) {
+        let mut rx = self.leave.subscribe();
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}

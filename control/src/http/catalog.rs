@@ -1,0 +1,218 @@
+//! `/v1/catalog/*`: register, deregister and read nodes and services.
+
+use super::{apply_filter, decode_body, Api, ApiError, ApiState, Ctx};
+use crate::raft::{now_ms, Command};
+use crate::state::{table, StateData, Topic};
+use crate::structs::{DeregisterRequest, Node, NodeService, RegisterRequest};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/catalog/register", put(register))
+        .route("/v1/catalog/deregister", put(deregister))
+        .route("/v1/catalog/datacenters", get(datacenters))
+        .route("/v1/catalog/nodes", get(nodes))
+        .route("/v1/catalog/services", get(services))
+        .route("/v1/catalog/service/{name}", get(service))
+        .route("/v1/catalog/node/{node}", get(node))
+        .route("/v1/catalog/node-services/{node}", get(node_services))
+}
+
+async fn register(State(api): Api, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
+    let mut req: RegisterRequest = decode_body(&body)?;
+    if req.datacenter.is_empty() {
+        req.datacenter = ctx.dc.clone();
+    }
+    if let Some(svc) = req.service.as_mut() {
+        if svc.id.is_empty() {
+            svc.id = svc.service.clone();
+        }
+        svc.datacenter = req.datacenter.clone();
+    }
+    api.write(Command::Register {
+        req,
+        now_ms: now_ms(),
+    })
+    .await?;
+    Ok(Json(true).into_response())
+}
+
+async fn deregister(State(api): Api, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
+    let mut req: DeregisterRequest = decode_body(&body)?;
+    if req.datacenter.is_empty() {
+        req.datacenter = ctx.dc;
+    }
+    api.write(Command::Deregister {
+        req,
+        now_ms: now_ms(),
+    })
+    .await?;
+    Ok(Json(true).into_response())
+}
+
+async fn datacenters(State(api): Api) -> Json<Vec<String>> {
+    Json(vec![api.agent.config().datacenter.clone()])
+}
+
+/// Parses `node-meta=key:value` parameters.
+pub(super) fn node_meta_filter(ctx: &Ctx) -> Vec<(String, String)> {
+    ctx.params
+        .all("node-meta")
+        .into_iter()
+        .map(|kv| match kv.split_once(':') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (kv, String::new()),
+        })
+        .collect()
+}
+
+/// True when the node carries every `node-meta` pair.
+pub(super) fn node_meta_matches(node: &Node, want: &[(String, String)]) -> bool {
+    want.iter()
+        .all(|(k, v)| node.meta.get(k).is_some_and(|have| have == v))
+}
+
+async fn nodes(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
+    let opts = ctx.query()?;
+    let meta = node_meta_filter(&ctx);
+    let (qm, nodes) = api
+        .blocking(&opts, &[Topic::Exact(table::NODES.into())], |d| {
+            let nodes: Vec<Node> = d
+                .all_nodes()
+                .into_iter()
+                .filter(|n| node_meta_matches(n, &meta))
+                .collect();
+            (d.index(table::NODES), nodes)
+        })
+        .await?;
+    Ok(qm.json(&apply_filter(nodes, opts.filter.as_deref())?))
+}
+
+async fn services(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
+    let opts = ctx.query()?;
+    let meta = node_meta_filter(&ctx);
+    let filter = match &opts.filter {
+        Some(f) => Some(mesh_filter::Filter::parse(f).map_err(|e| {
+            ApiError::bad_request(format!(
+                "Failed to create boolean expression evaluator: {e}"
+            ))
+        })?),
+        None => None,
+    };
+    let (qm, out) = api
+        .blocking(&opts, &[Topic::Exact(table::SERVICES.into())], |d| {
+            (
+                d.index(table::SERVICES),
+                service_tags(d, &meta, filter.as_ref()),
+            )
+        })
+        .await?;
+    Ok(qm.json(&out))
+}
+
+fn service_tags(
+    d: &StateData,
+    meta: &[(String, String)],
+    filter: Option<&mesh_filter::Filter>,
+) -> BTreeMap<String, Vec<String>> {
+    if meta.is_empty() && filter.is_none() {
+        return d.service_names();
+    }
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (n, s) in d.all_instances() {
+        if !node_meta_matches(n, meta) {
+            continue;
+        }
+        if let Some(f) = filter {
+            let sn =
+                serde_json::to_value(crate::structs::ServiceNode::new(n, s)).unwrap_or_default();
+            if !f.matches(&sn) {
+                continue;
+            }
+        }
+        let tags = out.entry(s.service.clone()).or_default();
+        for t in &s.tags {
+            if !tags.contains(t) {
+                tags.push(t.clone());
+            }
+        }
+        tags.sort();
+    }
+    out
+}
+
+async fn service(
+    State(api): Api,
+    ctx: Ctx,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let opts = ctx.query()?;
+    let tags = ctx.params.all("tag");
+    let meta = node_meta_filter(&ctx);
+    let (qm, nodes) = api
+        .blocking(&opts, &[Topic::Exact(table::service(&name))], |d| {
+            let out: Vec<_> = d
+                .service_nodes(&name, &tags)
+                .into_iter()
+                .filter(|sn| meta.iter().all(|(k, v)| sn.node_meta.get(k) == Some(v)))
+                .collect();
+            (d.service_index(&name), out)
+        })
+        .await?;
+    Ok(qm.json(&apply_filter(nodes, opts.filter.as_deref())?))
+}
+
+fn node_read(d: &StateData, node: &str) -> (u64, Option<(Node, Vec<NodeService>)>) {
+    (
+        d.max_index(&[table::NODES, table::SERVICES]),
+        d.node_services(node),
+    )
+}
+
+async fn node(State(api): Api, ctx: Ctx, Path(node): Path<String>) -> Result<Response, ApiError> {
+    let opts = ctx.query()?;
+    let (qm, found) = api
+        .blocking(&opts, &[Topic::Exact(table::node(&node))], |d| {
+            node_read(d, &node)
+        })
+        .await?;
+    let body = match found {
+        None => serde_json::Value::Null,
+        Some((n, svcs)) => {
+            let svcs = apply_filter(svcs, opts.filter.as_deref())?;
+            let by_id: serde_json::Map<String, serde_json::Value> = svcs
+                .into_iter()
+                .map(|s| (s["ID"].as_str().unwrap_or_default().to_string(), s))
+                .collect();
+            json!({ "Node": n, "Services": by_id })
+        }
+    };
+    Ok(qm.json(&body))
+}
+
+async fn node_services(
+    State(api): Api,
+    ctx: Ctx,
+    Path(node): Path<String>,
+) -> Result<Response, ApiError> {
+    let opts = ctx.query()?;
+    let (qm, found) = api
+        .blocking(&opts, &[Topic::Exact(table::node(&node))], |d| {
+            node_read(d, &node)
+        })
+        .await?;
+    let body = match found {
+        None => serde_json::Value::Null,
+        Some((n, svcs)) => json!({
+            "Node": n,
+            "Services": apply_filter(svcs, opts.filter.as_deref())?,
+        }),
+    };
+    Ok(qm.json(&body))
+}

@@ -1,0 +1,148 @@
+//! Consul's HTTP API under `/v1/`: one module per endpoint group.
+//!
+//! Every handler resolves the request's datacenter and token first
+//! ([`Ctx`]), reads through [`ApiState::blocking`] so clients may watch, and
+//! writes only through Raft.
+
+mod agent;
+mod blocking;
+mod catalog;
+mod error;
+mod health;
+mod kv;
+mod query;
+mod session;
+mod status;
+mod txn;
+
+pub use blocking::QueryMeta;
+pub use error::ApiError;
+pub use query::{Consistency, Params, QueryOptions};
+
+use crate::agent::Agent;
+use crate::raft::{Command, CommandResult, RaftNode};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The Raft node and its store.
+    pub node: RaftNode,
+    /// The local agent.
+    pub agent: Arc<Agent>,
+    /// Session TTL timers (a leader duty).
+    pub sessions: Arc<crate::server::SessionTimers>,
+}
+
+/// The request's context: its query parameters, its target datacenter and its
+/// ACL token. Federation forwards on `dc`; ACLs turn `token` into an
+/// authorizer. Until then every token may do everything.
+pub struct Ctx {
+    /// The decoded query parameters.
+    pub params: Params,
+    /// The datacenter the request is for.
+    pub dc: String,
+    /// The ACL token, if any.
+    pub token: Option<String>,
+}
+
+impl Ctx {
+    /// The read options of this request.
+    pub fn query(&self) -> Result<QueryOptions, ApiError> {
+        QueryOptions::from_params(&self.params)
+    }
+}
+
+impl FromRequestParts<ApiState> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let params = Params::parse(parts.uri.query().unwrap_or(""));
+        let local = &state.agent.config().datacenter;
+        let dc = match params.get("dc") {
+            Some(dc) if !dc.is_empty() => dc.to_string(),
+            _ => local.clone(),
+        };
+        if &dc != local {
+            return Err(ApiError::internal("No path to datacenter"));
+        }
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let token = header("X-Consul-Token")
+            .or_else(|| {
+                header("Authorization")
+                    .and_then(|a| a.strip_prefix("Bearer ").map(|t| t.trim().to_string()))
+            })
+            .or_else(|| params.get("token").map(str::to_string))
+            .filter(|t| !t.is_empty());
+        Ok(Ctx { params, dc, token })
+    }
+}
+
+impl ApiState {
+    /// Commits a command, turning a refusal into a 400/404.
+    pub async fn write(&self, cmd: Command) -> Result<(u64, CommandResult), ApiError> {
+        let (index, result) = self.node.write(cmd).await?;
+        if let CommandResult::Error(e) = result {
+            return Err(e.into());
+        }
+        Ok((index, result))
+    }
+}
+
+/// Decodes a JSON body, 400 with the reason if it is malformed.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::from_slice(b"{}")
+            .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))
+}
+
+/// Keeps the items matching a `filter=` expression.
+pub fn apply_filter<T: Serialize>(
+    items: Vec<T>,
+    filter: Option<&str>,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    let values: Vec<serde_json::Value> = items
+        .into_iter()
+        .map(|i| serde_json::to_value(i).unwrap_or(serde_json::Value::Null))
+        .collect();
+    let Some(expr) = filter else {
+        return Ok(values);
+    };
+    let f = mesh_filter::Filter::parse(expr).map_err(|e| {
+        ApiError::bad_request(format!(
+            "Failed to create boolean expression evaluator: {e}"
+        ))
+    })?;
+    Ok(mesh_filter::filter_values(&f, values))
+}
+
+/// The whole `/v1` API.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .merge(agent::routes())
+        .merge(catalog::routes())
+        .merge(health::routes())
+        .merge(kv::routes())
+        .merge(session::routes())
+        .merge(status::routes())
+        .merge(txn::routes())
+        .fallback(|| async { ApiError::not_found("Not found") })
+        .with_state(state)
+}
+
+/// Extracts the shared state (re-exported for handler signatures).
+pub type Api = State<ApiState>;

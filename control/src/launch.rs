@@ -1,0 +1,128 @@
+//! Starting an agent: bind its listeners, start Raft, the agent, the HTTP API
+//! and DNS, in that order, so a taken port fails fast and nothing serves
+//! before the state it serves exists.
+
+use crate::agent::{Agent, AgentConfig};
+use crate::dns::{DnsConfig, DnsServer, StoreCatalog};
+use crate::http::{router, ApiState};
+use crate::raft::{RaftConfig, RaftNode};
+use crate::server::SessionTimers;
+use crate::state::Store;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything an agent needs to start.
+#[derive(Debug, Clone)]
+pub struct LaunchConfig {
+    /// The agent's identity and settings (ports are filled in once bound).
+    pub agent: AgentConfig,
+    /// Where Raft keeps its log and snapshots; `None` is in-memory (`-dev`).
+    pub data_dir: Option<PathBuf>,
+    /// The HTTP API address (port 0 picks one).
+    pub http_addr: SocketAddr,
+    /// The DNS address, UDP and TCP (port 0 picks one).
+    pub dns_addr: SocketAddr,
+    /// DNS settings (domain and datacenter are taken from `agent`).
+    pub dns: DnsConfig,
+    /// Entries between Raft snapshots.
+    pub snapshot_threshold: u64,
+}
+
+/// A running agent.
+pub struct Running {
+    /// The bound HTTP address.
+    pub http_addr: SocketAddr,
+    /// The bound DNS address.
+    pub dns_addr: SocketAddr,
+    /// The agent.
+    pub agent: Arc<Agent>,
+    /// The Raft node.
+    pub node: RaftNode,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops serving and shuts Raft down.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.node.shutdown().await;
+    }
+}
+
+/// Binds, starts and serves. Errors name what failed.
+pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
+    let http = tokio::net::TcpListener::bind(cfg.http_addr)
+        .await
+        .map_err(|e| format!("HTTP listener on {}: {e}", cfg.http_addr))?;
+    let http_addr = http.local_addr().map_err(|e| e.to_string())?;
+    let udp = tokio::net::UdpSocket::bind(cfg.dns_addr)
+        .await
+        .map_err(|e| format!("DNS UDP listener on {}: {e}", cfg.dns_addr))?;
+    let dns_addr = udp.local_addr().map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpListener::bind(dns_addr)
+        .await
+        .map_err(|e| format!("DNS TCP listener on {dns_addr}: {e}"))?;
+    cfg.agent.ports.http = http_addr.port();
+    cfg.agent.ports.dns = dns_addr.port();
+
+    let store = Arc::new(Store::default());
+    let node = RaftNode::start(
+        RaftConfig {
+            node_id: 1,
+            address: format!("{}:{}", cfg.agent.advertise_addr, cfg.agent.ports.server),
+            data_dir: cfg.data_dir.clone(),
+            snapshot_threshold: cfg.snapshot_threshold,
+        },
+        store.clone(),
+    )
+    .await
+    .map_err(|e| format!("starting Raft: {e}"))?;
+    node.wait_for_leader(Duration::from_secs(30))
+        .await
+        .map_err(|e| format!("waiting for a Raft leader: {e}"))?;
+
+    let agent = Agent::start(cfg.agent.clone(), node.clone()).await?;
+    let sessions = Arc::new(SessionTimers::new(node.clone()));
+    sessions.reset_all();
+
+    let mut dns_config = cfg.dns.clone();
+    dns_config.domain = cfg.agent.domain.clone();
+    dns_config.datacenter = cfg.agent.datacenter.clone();
+    dns_config.node_name = cfg.agent.node_name.clone();
+    if let Ok(ip) = cfg.agent.advertise_addr.parse() {
+        dns_config.server_address = ip;
+    }
+    dns_config
+        .validate()
+        .map_err(|e| format!("DNS config: {e}"))?;
+    let catalog = Arc::new(StoreCatalog::new(store, cfg.agent.datacenter.clone()));
+    let dns = Arc::new(DnsServer::new(dns_config, catalog));
+
+    let app = router(ApiState {
+        node: node.clone(),
+        agent: agent.clone(),
+        sessions,
+    });
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(http, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    }));
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = dns.serve(udp, tcp).await {
+            tracing::error!(error = %e, "DNS server stopped");
+        }
+    }));
+    Ok(Running {
+        http_addr,
+        dns_addr,
+        agent,
+        node,
+        tasks,
+    })
+}

@@ -1,0 +1,19 @@
+//! The mesh control plane: the state store, Raft, the agent, the HTTP API and
+//! the DNS interface.
+//!
+//! Every write is a Raft [`raft::Command`] applied to the [`state::Store`];
+//! the HTTP API ([`http`]) and DNS ([`dns`]) read the store and park blocking
+//! queries on its watches. The [`agent`] holds local services and checks and
+//! syncs them to the catalog.
+
+pub mod agent;
+pub mod dns;
+pub mod http;
+pub mod raft;
+pub mod server;
+pub mod state;
+pub mod structs;
+
+/// The version mesh reports in `/v1/agent/self` and `mesh version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub mod launch;

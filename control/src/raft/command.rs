@@ -1,0 +1,101 @@
+//! The one enum of everything the log can say, and what applying it returns.
+
+use crate::state::{Changes, StateData, StateError, TxnOp, TxnResults};
+use crate::structs::{DeregisterRequest, DirEntry, KvOp, RegisterRequest, Session};
+use serde::{Deserialize, Serialize};
+
+/// A write to the state store. Append-only: never reorder or remove variants,
+/// logs and snapshots on disk name them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Catalog registration.
+    Register {
+        /// The registration.
+        req: RegisterRequest,
+        /// Proposal time (unix ms).
+        now_ms: u64,
+    },
+    /// Catalog deregistration.
+    Deregister {
+        /// The deregistration.
+        req: DeregisterRequest,
+        /// Proposal time (unix ms).
+        now_ms: u64,
+    },
+    /// One KV write.
+    Kv {
+        /// The verb.
+        op: KvOp,
+        /// The entry (key, value, flags, session, CAS index in `ModifyIndex`).
+        entry: DirEntry,
+        /// Proposal time (unix ms).
+        now_ms: u64,
+    },
+    /// A KV transaction.
+    Txn {
+        /// The operations.
+        ops: Vec<TxnOp>,
+        /// Proposal time (unix ms).
+        now_ms: u64,
+    },
+    /// Session creation.
+    SessionCreate {
+        /// The session, ID assigned.
+        session: Session,
+    },
+    /// Session destruction (explicit, TTL expiry, or failed check).
+    SessionDestroy {
+        /// The session ID.
+        id: String,
+        /// Proposal time (unix ms).
+        now_ms: u64,
+    },
+}
+
+/// What applying a command returned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub enum CommandResult {
+    /// Applied (or a log entry with no command).
+    #[default]
+    Done,
+    /// A conditional write: whether its condition held.
+    Bool(bool),
+    /// A transaction's results or errors.
+    Txn(TxnResults),
+    /// Refused; nothing changed.
+    Error(StateError),
+}
+
+impl Command {
+    /// Applies the command at `index`. Deterministic: depends only on the
+    /// state and the command.
+    pub fn apply(&self, index: u64, data: &mut StateData, changes: &mut Changes) -> CommandResult {
+        let done = |r: Result<(), StateError>| match r {
+            Ok(()) => CommandResult::Done,
+            Err(e) => CommandResult::Error(e),
+        };
+        match self {
+            Command::Register { req, now_ms } => {
+                done(data.ensure_registration(index, *now_ms, req, changes))
+            }
+            Command::Deregister { req, now_ms } => {
+                done(data.deregister(index, *now_ms, req, changes))
+            }
+            Command::Kv { op, entry, now_ms } => {
+                match data.kv_apply(index, *now_ms, *op, entry, changes) {
+                    Ok(b) => CommandResult::Bool(b),
+                    Err(e) => CommandResult::Error(e),
+                }
+            }
+            Command::Txn { ops, now_ms } => {
+                CommandResult::Txn(data.txn(index, *now_ms, ops, changes))
+            }
+            Command::SessionCreate { session } => {
+                done(data.create_session(index, session, changes))
+            }
+            Command::SessionDestroy { id, now_ms } => {
+                CommandResult::Bool(data.destroy_session(index, *now_ms, id, changes))
+            }
+        }
+    }
+}

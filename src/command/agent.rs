@@ -1,0 +1,293 @@
+//! `mesh agent`: runs an agent until interrupted or asked to leave.
+//! SIGHUP reloads the config files.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use mesh_control::agent::{config_file, AgentConfig, Ports};
+use mesh_control::dns::DnsConfig;
+use mesh_control::launch::{launch, LaunchConfig};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `mesh agent`, named as Consul's.
+#[derive(Args, Debug, Default)]
+pub struct AgentArgs {
+    /// Development mode: an in-memory single server on 127.0.0.1.
+    #[arg(long)]
+    dev: bool,
+    /// Run as a server.
+    #[arg(long)]
+    server: bool,
+    /// Bootstrap a single-server datacenter.
+    #[arg(long)]
+    bootstrap: bool,
+    /// Servers to wait for before bootstrapping (only 1 for now).
+    #[arg(long = "bootstrap-expect")]
+    bootstrap_expect: Option<u32>,
+    /// Where to keep state; required unless -dev.
+    #[arg(long = "data-dir")]
+    data_dir: Option<PathBuf>,
+    /// A directory of .json/.hcl config files (repeatable).
+    #[arg(long = "config-dir")]
+    config_dir: Vec<PathBuf>,
+    /// A config file (repeatable).
+    #[arg(long = "config-file")]
+    config_file: Vec<PathBuf>,
+    /// The node name (default: the hostname).
+    #[arg(long)]
+    node: Option<String>,
+    /// The node ID (default: a random UUID).
+    #[arg(long = "node-id")]
+    node_id: Option<String>,
+    /// Node metadata as key:value (repeatable).
+    #[arg(long = "node-meta")]
+    node_meta: Vec<String>,
+    /// The datacenter (default dc1).
+    #[arg(long)]
+    datacenter: Option<String>,
+    /// The address for cluster communication.
+    #[arg(long)]
+    bind: Option<IpAddr>,
+    /// The address to advertise to other nodes (default: -bind).
+    #[arg(long)]
+    advertise: Option<IpAddr>,
+    /// The address the HTTP API and DNS listen on.
+    #[arg(long)]
+    client: Option<IpAddr>,
+    /// HTTP API port (default 8500; 0 picks a free one).
+    #[arg(long = "http-port")]
+    http_port: Option<u16>,
+    /// DNS port (default 8600; 0 picks a free one).
+    #[arg(long = "dns-port")]
+    dns_port: Option<u16>,
+    /// Server RPC port (default 8300).
+    #[arg(long = "server-port")]
+    server_port: Option<u16>,
+    /// LAN gossip port (default 8301).
+    #[arg(long = "serf-lan-port")]
+    serf_lan_port: Option<u16>,
+    /// Allow script checks.
+    #[arg(long = "enable-script-checks")]
+    enable_script_checks: bool,
+    /// The DNS domain (default consul).
+    #[arg(long)]
+    domain: Option<String>,
+    /// Log level: trace, debug, info, warn, error.
+    #[arg(long = "log-level")]
+    log_level: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long = "log-json")]
+    log_json: bool,
+}
+
+fn init_logging(level: &str, json: bool) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(format!(
+        "{level},openraft=warn,hyper=warn,h2=warn,reqwest=warn"
+    ))
+    .with_context(|| format!("invalid -log-level {level:?}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "mesh".into())
+}
+
+/// Turns flags and config-file settings into a launch config; flags win.
+fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
+    let mut paths = args.config_file.clone();
+    paths.extend(args.config_dir.iter().cloned());
+    let file = config_file::load_paths(&paths)
+        .map_err(|e| anyhow::anyhow!("Error loading config: {e}"))?
+        .settings;
+    let server = args.dev || args.server || file.server.unwrap_or(false);
+    let expect = args.bootstrap_expect.or(file.bootstrap_expect);
+    let bootstrap =
+        args.dev || args.bootstrap || file.bootstrap.unwrap_or(false) || expect == Some(1);
+    if !server {
+        bail!("client agents join servers, which is not supported yet: run with -server -bootstrap (or -dev)");
+    }
+    if let Some(n) = expect.filter(|n| *n > 1) {
+        bail!("-bootstrap-expect={n}: multi-server clusters are not supported yet; use -bootstrap");
+    }
+    if !bootstrap {
+        bail!("a server needs -bootstrap (or -bootstrap-expect=1) until clustering lands");
+    }
+    let data_dir = args.data_dir.or(file.data_dir.map(PathBuf::from));
+    if !args.dev && data_dir.is_none() {
+        bail!("data_dir cannot be empty: use -data-dir (or -dev for an in-memory agent)");
+    }
+    let parse_ip = |s: Option<String>, what: &str| -> Result<Option<IpAddr>> {
+        s.map(|a| a.parse().with_context(|| format!("invalid {what} {a:?}")))
+            .transpose()
+    };
+    let loopback: IpAddr = [127, 0, 0, 1].into();
+    let bind = args
+        .bind
+        .or(parse_ip(file.bind_addr, "bind_addr")?)
+        .unwrap_or(loopback);
+    let advertise = args
+        .advertise
+        .or(parse_ip(file.advertise_addr, "advertise_addr")?)
+        .unwrap_or(if bind.is_unspecified() {
+            loopback
+        } else {
+            bind
+        });
+    let client = args
+        .client
+        .or(parse_ip(file.client_addr, "client_addr")?)
+        .unwrap_or(loopback);
+    let ports = file.ports.unwrap_or_default();
+    let http_port = args.http_port.or(ports.http).unwrap_or(8500);
+    let dns_port = args.dns_port.or(ports.dns).unwrap_or(8600);
+    let mut node_meta: BTreeMap<String, String> = file.node_meta.unwrap_or_default();
+    for kv in &args.node_meta {
+        let (k, v) = kv
+            .split_once(':')
+            .with_context(|| format!("invalid -node-meta {kv:?}: want key:value"))?;
+        node_meta.insert(k.to_string(), v.to_string());
+    }
+    let mut domain = args
+        .domain
+        .or(file.domain)
+        .unwrap_or_else(|| "consul".into());
+    if !domain.ends_with('.') {
+        domain.push('.');
+    }
+    let log_level = args.log_level.or(file.log_level).unwrap_or_else(|| {
+        if args.dev {
+            "debug".into()
+        } else {
+            "info".into()
+        }
+    });
+    let agent = AgentConfig {
+        node_name: args.node.or(file.node_name).unwrap_or_else(hostname),
+        node_id: args
+            .node_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        datacenter: args
+            .datacenter
+            .or(file.datacenter)
+            .unwrap_or_else(|| "dc1".into())
+            .to_lowercase(),
+        advertise_addr: advertise.to_string(),
+        server,
+        enable_script_checks: args.enable_script_checks
+            || file.enable_script_checks.unwrap_or(false),
+        config_paths: paths,
+        node_meta,
+        domain,
+        ports: Ports {
+            http: http_port,
+            dns: dns_port,
+            server: args.server_port.or(ports.server).unwrap_or(8300),
+            serf_lan: args.serf_lan_port.or(ports.serf_lan).unwrap_or(8301),
+        },
+        sync_interval: Duration::from_secs(60),
+    };
+    Ok((
+        LaunchConfig {
+            agent,
+            data_dir,
+            http_addr: SocketAddr::new(client, http_port),
+            dns_addr: SocketAddr::new(client, dns_port),
+            dns: DnsConfig::default(),
+            snapshot_threshold: 8192,
+        },
+        log_level,
+        args.log_json,
+    ))
+}
+
+/// Runs `mesh agent`.
+pub async fn run(args: AgentArgs) -> ExitCode {
+    let (config, level, json) = match build(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("==> {e:#}");
+            return ExitCode::from(crate::EX_USAGE);
+        }
+    };
+    if let Err(e) = init_logging(&level, json) {
+        eprintln!("==> {e:#}");
+        return ExitCode::from(crate::EX_USAGE);
+    }
+    let mode = if config.data_dir.is_none() {
+        "dev (in-memory)"
+    } else {
+        "server"
+    };
+    let running = match launch(config.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("==> Error starting agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let a = running.agent.config();
+    println!("==> Mesh agent running!");
+    println!("           Version: '{}'", mesh_control::VERSION);
+    println!("           Node ID: '{}'", a.node_id);
+    println!("         Node name: '{}'", a.node_name);
+    println!("        Datacenter: '{}' (Segment: '<all>')", a.datacenter);
+    println!("            Server: {} (Bootstrap: true)", a.server);
+    println!(
+        "       Client Addr: [{}] (HTTP: {}, HTTPS: -1, gRPC: -1, DNS: {})",
+        running.http_addr.ip(),
+        running.http_addr.port(),
+        running.dns_addr.port()
+    );
+    println!(
+        "      Cluster Addr: {} (LAN: {}, WAN: -1)",
+        a.advertise_addr, a.ports.serf_lan
+    );
+    println!("              Mode: {mode}");
+    println!();
+    println!("==> Log data will now stream in as it occurs:");
+    wait_for_exit(&running.agent).await;
+    println!("==> Shutting down");
+    running.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_exit(agent: &mesh_control::agent::Agent) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        agent.left().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("caught SIGHUP: reloading");
+                if let Err(e) = agent.reload().await {
+                    tracing::error!(error = %e, "reload failed; keeping the old configuration");
+                }
+            }
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = agent.left() => return,
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The commands, one module each.
+
+mod agent;
+mod catalog;
+mod info;
+mod kv;
+mod leave;
+mod lock;
+mod members;
+mod reload;
+mod services;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// mesh: service networking in the shape of Consul.
+#[derive(Parser, Debug)]
+#[command(name = "mesh", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs an agent (server, or dev mode).
+    Agent(agent::AgentArgs),
+    /// Interacts with the catalog.
+    Catalog(catalog::CatalogArgs),
+    /// Provides debugging information for operators.
+    Info(info::InfoArgs),
+    /// Interacts with the key-value store.
+    Kv(kv::KvArgs),
+    /// Gracefully leaves the cluster and shuts the agent down.
+    Leave(leave::LeaveArgs),
+    /// Runs a command while holding a lock.
+    Lock(lock::LockArgs),
+    /// Lists the members of the cluster.
+    Members(members::MembersArgs),
+    /// Triggers the agent to reload its configuration files.
+    Reload(reload::ReloadArgs),
+    /// Registers and deregisters services with the local agent.
+    Services(services::ServicesArgs),
+    /// Prints the mesh version.
+    Version,
+}
+
+/// Runs the parsed command, mapping errors to a message and exit status.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Agent(a) => return agent::run(a).await,
+        Command::Catalog(a) => catalog::run(a).await,
+        Command::Info(a) => info::run(a).await,
+        Command::Kv(a) => kv::run(a).await,
+        Command::Leave(a) => leave::run(a).await,
+        Command::Lock(a) => return lock::run(a).await,
+        Command::Members(a) => members::run(a).await,
+        Command::Reload(a) => reload::run(a).await,
+        Command::Services(a) => services::run(a).await,
+        Command::Version => {
+            println!("Mesh v{}", mesh_control::VERSION);
+            println!("Protocol 2 spoken by default, understands 2 to 3");
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error! {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Lays out rows as columns separated by two spaces, as Consul's tables.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            line.push_str(cell);
+            if i + 1 < N {
+                line.push_str(&" ".repeat(widths[i] - cell.chars().count() + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
