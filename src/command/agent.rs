@@ -119,6 +119,10 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
     let expect = args.bootstrap_expect.or(file.bootstrap_expect);
     let bootstrap =
         args.dev || args.bootstrap || file.bootstrap.unwrap_or(false) || expect == Some(1);
+    let data_dir = args.data_dir.or(file.data_dir.map(PathBuf::from));
+    if !args.dev && data_dir.is_none() {
+        bail!("data_dir cannot be empty: use -data-dir (or -dev for an in-memory agent)");
+    }
     if !server {
         bail!("client agents join servers, which is not supported yet: run with -server -bootstrap (or -dev)");
     }
@@ -127,10 +131,6 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
     }
     if !bootstrap {
         bail!("a server needs -bootstrap (or -bootstrap-expect=1) until clustering lands");
-    }
-    let data_dir = args.data_dir.or(file.data_dir.map(PathBuf::from));
-    if !args.dev && data_dir.is_none() {
-        bail!("data_dir cannot be empty: use -data-dir (or -dev for an in-memory agent)");
     }
     let parse_ip = |s: Option<String>, what: &str| -> Result<Option<IpAddr>> {
         s.map(|a| a.parse().with_context(|| format!("invalid {what} {a:?}")))
@@ -153,7 +153,8 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
         .client
         .or(parse_ip(file.client_addr, "client_addr")?)
         .unwrap_or(loopback);
-    let ports = file.ports.unwrap_or_default();
+    let ports = file.ports.clone().unwrap_or_default();
+    let snapshot_threshold = file.raft_snapshot_threshold.unwrap_or(16384).max(1);
     let http_port = args.http_port.or(ports.http).unwrap_or(8500);
     let dns_port = args.dns_port.or(ports.dns).unwrap_or(8600);
     let mut node_meta: BTreeMap<String, String> = file.node_meta.unwrap_or_default();
@@ -209,7 +210,7 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
             http_addr: SocketAddr::new(client, http_port),
             dns_addr: SocketAddr::new(client, dns_port),
             dns: DnsConfig::default(),
-            snapshot_threshold: 8192,
+            snapshot_threshold,
         },
         log_level,
         args.log_json,

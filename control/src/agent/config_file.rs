@@ -43,6 +43,8 @@ pub struct FileSettings {
     pub node_meta: Option<BTreeMap<String, String>>,
     /// `ports { http, dns, server, serf_lan }`.
     pub ports: Option<FilePorts>,
+    /// `raft_snapshot_threshold`: log entries between snapshots.
+    pub raft_snapshot_threshold: Option<u64>,
 }
 
 /// The `ports` block.
@@ -86,6 +88,7 @@ const SETTINGS_KEYS: &[&str] = &[
     "LogLevel",
     "NodeMeta",
     "Ports",
+    "RaftSnapshotThreshold",
 ];
 
 /// The files a path names: itself, or a directory's `.json` and `.hcl`
@@ -218,7 +221,7 @@ mod tests {
             "#,
         );
         write(&d, "ignored.txt", "not config");
-        let cfg = load_paths(&[d.clone()]).unwrap();
+        let cfg = load_paths(std::slice::from_ref(&d)).unwrap();
         let names: Vec<&str> = cfg.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, vec!["socat", "web", "api"]);
         assert_eq!(cfg.services[1].check.as_ref().unwrap().id, "web-ttl");

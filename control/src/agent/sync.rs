@@ -11,6 +11,22 @@ use crate::structs::{
 };
 use std::collections::BTreeMap;
 
+/// The service every server registers for itself, as Consul does.
+pub const CONSUL_SERVICE: &str = "consul";
+
+fn consul_service(c: &super::AgentConfig) -> NodeService {
+    NodeService {
+        id: CONSUL_SERVICE.into(),
+        service: CONSUL_SERVICE.into(),
+        port: c.ports.server,
+        datacenter: c.datacenter.clone(),
+        ..Default::default()
+    }
+}
+
+/// A service to push, with its version and its checks' versions.
+type PendingService = (NodeService, u64, Vec<(HealthCheck, u64)>);
+
 impl Agent {
     fn register_request(&self) -> RegisterRequest {
         let c = &self.config;
@@ -51,8 +67,11 @@ impl Agent {
             check_type: "serf".into(),
             ..Default::default()
         });
+        if self.config.server {
+            req.service = Some(consul_service(&self.config));
+        }
         self.commit(Command::Register {
-            req,
+            req: Box::new(req),
             now_ms: now_ms(),
         })
         .await
@@ -63,7 +82,7 @@ impl Agent {
         let _one_at_a_time = self.sync_lock.lock().await;
         let (deleted_services, deleted_checks, services, checks) = {
             let local = self.local();
-            let services: Vec<(NodeService, u64, Vec<(HealthCheck, u64)>)> = local
+            let services: Vec<PendingService> = local
                 .services
                 .values()
                 .filter(|s| {
@@ -128,7 +147,7 @@ impl Agent {
             req.service = Some(svc.clone());
             req.checks = svc_checks.iter().map(|(c, _)| c.clone()).collect();
             self.commit(Command::Register {
-                req,
+                req: Box::new(req),
                 now_ms: now_ms(),
             })
             .await?;
@@ -155,7 +174,7 @@ impl Agent {
             req.skip_node_update = true;
             req.check = Some(check.clone());
             self.commit(Command::Register {
-                req,
+                req: Box::new(req),
                 now_ms: now_ms(),
             })
             .await?;
@@ -180,11 +199,16 @@ impl Agent {
             let want = self.register_request();
             let node_ok = node.is_some_and(|n| {
                 n.address == want.address && n.meta == want.node_meta && n.id == want.id
-            }) && data
-                .checks
-                .get(&self.config.node_name)
-                .and_then(|c| c.get(SERF_HEALTH_CHECK))
-                .is_some_and(|c| c.status == status::PASSING);
+            }) && (!self.config.server
+                || data
+                    .services
+                    .get(&self.config.node_name)
+                    .is_some_and(|s| s.contains_key(CONSUL_SERVICE)))
+                && data
+                    .checks
+                    .get(&self.config.node_name)
+                    .and_then(|c| c.get(SERF_HEALTH_CHECK))
+                    .is_some_and(|c| c.status == status::PASSING);
             (
                 node_ok,
                 data.services
@@ -203,6 +227,9 @@ impl Agent {
         {
             let mut local = self.local();
             for (id, svc) in &catalog_services {
+                if self.config.server && id == CONSUL_SERVICE {
+                    continue;
+                }
                 match local.services.get_mut(id) {
                     None => {
                         if !local.deleted_services.contains(id) {

@@ -36,7 +36,7 @@ async fn register(State(api): Api, ctx: Ctx, body: Bytes) -> Result<Response, Ap
         svc.datacenter = req.datacenter.clone();
     }
     api.write(Command::Register {
-        req,
+        req: Box::new(req),
         now_ms: now_ms(),
     })
     .await?;

@@ -11,7 +11,7 @@ pub enum Command {
     /// Catalog registration.
     Register {
         /// The registration.
-        req: RegisterRequest,
+        req: Box<RegisterRequest>,
         /// Proposal time (unix ms).
         now_ms: u64,
     },

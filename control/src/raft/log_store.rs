@@ -85,12 +85,42 @@ impl LogStore {
     }
 }
 
+/// A redb error, boxed (redb's own is large).
+#[derive(Debug)]
+struct DbError(Box<redb::Error>);
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for DbError {}
+
+macro_rules! db_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for DbError {
+            fn from(e: $t) -> Self {
+                DbError(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+
+db_error_from!(
+    redb::Error,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::TransactionError
+);
+
 impl Inner {
     /// Runs `f` in one durable redb write transaction, if persistent.
     fn persist(
         &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
-    ) -> Result<(), redb::Error> {
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), DbError>,
+    ) -> Result<(), DbError> {
         let Some(db) = &self.db else {
             return Ok(());
         };
@@ -100,7 +130,7 @@ impl Inner {
         Ok(())
     }
 
-    fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), redb::Error> {
+    fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), DbError> {
         let bytes = serde_json::to_vec(value).map_err(|e| redb::Error::Io(io_err(e)))?;
         self.persist(|tx| {
             tx.open_table(META)?.insert(key, bytes.as_slice())?;

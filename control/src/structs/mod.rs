@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 /// The Raft indexes at which a record was created and last modified.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct RaftIndex {
     /// Index of the write that created the record.
     pub create_index: u64,

@@ -38,28 +38,24 @@ fn request_frame(service: &str) -> Vec<u8> {
     frame
 }
 
-/// Reads the `status` enum (field 1) of a framed `HealthCheckResponse`.
+/// Reads the `status` enum (field 1) of a framed `HealthCheckResponse`;
+/// an empty message is the default status 0.
 fn response_status(frame: &[u8]) -> Option<u64> {
     let msg = frame.get(5..)?;
-    let mut i = 0;
-    while i < msg.len() {
-        let key = msg[i];
-        i += 1;
-        if key == 0x08 {
-            let mut value = 0u64;
-            for shift in (0..64).step_by(7) {
-                let b = *msg.get(i)?;
-                i += 1;
-                value |= u64::from(b & 0x7f) << shift;
-                if b & 0x80 == 0 {
-                    return Some(value);
-                }
-            }
-            return None;
-        }
+    let Some((&key, rest)) = msg.split_first() else {
+        return Some(0);
+    };
+    if key != 0x08 {
         return None;
     }
-    Some(0)
+    let mut value = 0u64;
+    for (i, b) in rest.iter().take(10).enumerate() {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
 }
 
 const SERVING: u64 = 1;

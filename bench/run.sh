@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Write-path benchmark: mesh (Consul HTTP API, one-voter Raft, fsync'd redb log)
+# against etcd 3.4 from Debian (fsync'd WAL, v3 HTTP/JSON gateway), same machine,
+# same run, same load generator. Prints a table with mesh/etcd ratios.
+#
+#   bash bench/run.sh                 # defaults: 8 s per case, 1 and 64 clients
+#   DURATION=5 ROUNDS=2 bash bench/run.sh
+#
+# Knobs (environment): DURATION (s per case per system, default 8), ROUNDS (default 1),
+# CONCURRENCY (default 1,64), MAX_REQUESTS (per case, default 200000),
+# VALUE_SIZE (KV value bytes, default 128), SKIP_INSTALL=1, SKIP_BUILD=1,
+# KEEP_DATA=1 (keep the temp data dirs and logs).
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+DURATION="${DURATION:-8}"
+ROUNDS="${ROUNDS:-1}"
+CONCURRENCY="${CONCURRENCY:-1,64}"
+MAX_REQUESTS="${MAX_REQUESTS:-200000}"
+VALUE_SIZE="${VALUE_SIZE:-128}"
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+# --- install (idempotent) -----------------------------------------------------
+if [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
+    if ! command -v etcd >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+        log "installing etcd-server (and curl) from Debian"
+        SUDO=""
+        [[ "$(id -u)" != 0 ]] && SUDO="sudo"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq etcd-server etcd-client curl >/dev/null
+    fi
+fi
+command -v etcd >/dev/null || { log "etcd not found (apt-get install etcd-server)"; exit 1; }
+for tool in cargo curl python3; do
+    command -v "$tool" >/dev/null || { log "$tool not found"; exit 1; }
+done
+# The Debian package may start a system etcd on 2379 where systemd runs; we never
+# use the default ports, so it cannot collide with ours.
+
+# --- build --------------------------------------------------------------------
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    log "building mesh (release); waits for the cargo lock if another build runs"
+    (cd "$ROOT" && cargo build --release --quiet)
+    log "building the load generator (bench/loadgen, its own workspace)"
+    (cd "$BENCH_DIR/loadgen" && cargo build --release --quiet)
+fi
+MESH="$ROOT/target/release/mesh"
+LOADGEN="$BENCH_DIR/loadgen/target/release/mesh-loadgen"
+[[ -x "$MESH" ]] || { log "missing $MESH"; exit 1; }
+[[ -x "$LOADGEN" ]] || { log "missing $LOADGEN"; exit 1; }
+
+# --- start both servers -------------------------------------------------------
+WORK="$(mktemp -d /tmp/mesh-bench.XXXXXX)"
+PIDS=()
+cleanup() {
+    local rc=$?
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        # bounded wait, then force
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ "${KEEP_DATA:-0}" == 1 || $rc != 0 ]]; then
+        log "data and logs kept in $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit $rc
+}
+trap cleanup EXIT INT TERM
+
+# A free loopback port: bind 0, read it, close. Racy in theory, fine here.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+    local secs=$1 what=$2; shift 2
+    local deadline=$((SECONDS + secs))
+    until "$@" >/dev/null 2>&1; do
+        if (( SECONDS >= deadline )); then log "timed out waiting for $what"; return 1; fi
+        sleep 0.1
+    done
+}
+
+log "starting mesh (persistent, -data-dir, fsync'd Raft log)"
+mkdir -p "$WORK/mesh-data"
+"$MESH" agent -server -bootstrap -data-dir "$WORK/mesh-data" -node bench \
+    -http-port=0 -dns-port=0 >"$WORK/mesh.out" 2>"$WORK/mesh.err" &
+PIDS+=($!)
+MESH_PID=$!
+mesh_port() { sed -n 's/.*Client Addr:.*(HTTP: \([0-9][0-9]*\),.*/\1/p' "$WORK/mesh.out" | head -n1; }
+deadline=$((SECONDS + 30))
+MESH_PORT=""
+while [[ -z "$MESH_PORT" ]]; do
+    MESH_PORT="$(mesh_port)"
+    [[ -n "$MESH_PORT" ]] && break
+    kill -0 "$MESH_PID" 2>/dev/null || { log "mesh exited:"; cat "$WORK/mesh.err" >&2; exit 1; }
+    (( SECONDS >= deadline )) && { log "mesh printed no HTTP port"; exit 1; }
+    sleep 0.1
+done
+MESH_URL="http://127.0.0.1:$MESH_PORT"
+mesh_leader() { curl -fsS "$MESH_URL/v1/status/leader" | grep -q '"[^"]'; }
+wait_for 30 "a mesh Raft leader" mesh_leader
+
+log "starting etcd $(etcd --version | head -n1 | awk '{print $3}') (default fsync'd WAL)"
+ETCD_CLIENT_PORT="$(free_port)"
+ETCD_PEER_PORT="$(free_port)"
+while [[ "$ETCD_PEER_PORT" == "$ETCD_CLIENT_PORT" ]]; do ETCD_PEER_PORT="$(free_port)"; done
+ETCD_URL="http://127.0.0.1:$ETCD_CLIENT_PORT"
+ETCD_PEER="http://127.0.0.1:$ETCD_PEER_PORT"
+etcd --name bench --data-dir "$WORK/etcd-data" \
+    --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
+    --listen-peer-urls "$ETCD_PEER" --initial-advertise-peer-urls "$ETCD_PEER" \
+    --initial-cluster "bench=$ETCD_PEER" --initial-cluster-state new \
+    --log-level warn >"$WORK/etcd.out" 2>"$WORK/etcd.err" &
+PIDS+=($!)
+etcd_healthy() { curl -fsS "$ETCD_URL/health" | grep -q '"health":"true"'; }
+wait_for 30 "etcd /health" etcd_healthy
+
+log "mesh at $MESH_URL, etcd at $ETCD_URL; data in $WORK"
+log "cases: kv-put and catalog-register x clients {$CONCURRENCY}, ${DURATION}s each per system, $ROUNDS round(s)"
+
+# --- run ------------------------------------------------------------------------
+"$LOADGEN" --mesh "$MESH_URL" --etcd "$ETCD_URL" \
+    --duration "$DURATION" --rounds "$ROUNDS" --concurrency "$CONCURRENCY" \
+    --max-requests "$MAX_REQUESTS" --value-size "$VALUE_SIZE" \
+    --tsv "$WORK/results.tsv"
+
+log "data on disk after the run: mesh $(du -sh "$WORK/mesh-data" | cut -f1), etcd $(du -sh "$WORK/etcd-data" | cut -f1)"
+log "peak RSS: mesh $(awk '/VmHWM/{print $2" "$3}' /proc/"$MESH_PID"/status 2>/dev/null), etcd $(awk '/VmHWM/{print $2" "$3}' /proc/"${PIDS[1]}"/status 2>/dev/null)"

@@ -1,0 +1,13 @@
+//! End-to-end tests: each starts the real `mesh` binary on ephemeral ports
+//! and talks to it as users do, over HTTP, DNS and the CLI.
+
+mod blocking;
+mod catalog;
+mod cli;
+mod config;
+mod dns;
+mod health;
+mod kv;
+mod persistence;
+mod session;
+mod support;

@@ -1,0 +1,230 @@
+//! Starting agents and talking to them.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn mesh_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mesh"))
+}
+
+/// A running agent process, killed on drop.
+pub struct Agent {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The HTTP address.
+    pub http: SocketAddr,
+    /// The DNS address (UDP and TCP).
+    pub dns: SocketAddr,
+    /// The HTTP client.
+    pub client: reqwest::Client,
+    log: PathBuf,
+    _logdir: tempfile::TempDir,
+}
+
+/// A response, read whole.
+pub struct Resp {
+    /// Status code.
+    pub status: u16,
+    /// `X-Consul-Index`.
+    pub index: u64,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Body text.
+    pub text: String,
+}
+
+impl Resp {
+    /// The body as JSON; panics with the body if it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+}
+
+impl Agent {
+    /// Starts `mesh agent` with `args`, in `-dev` mode unless `-data-dir` is given.
+    pub fn start(args: &[&str]) -> Agent {
+        let logdir = tempfile::tempdir().expect("tempdir");
+        let log = logdir.path().join("agent.log");
+        let mut cmd = Command::new(mesh_bin());
+        cmd.arg("agent");
+        if !args.iter().any(|a| a.starts_with("-data-dir")) {
+            cmd.arg("-dev");
+        }
+        cmd.args(["-http-port=0", "-dns-port=0"]);
+        if !args.iter().any(|a| a.starts_with("-node")) {
+            cmd.arg("-node=test-node");
+        }
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        let mut child = cmd.spawn().expect("spawn mesh agent");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("Client Addr:") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("agent did not start within 60s; log:\n{log}");
+            }
+        };
+        let http_port = port_after(&line, "HTTP: ");
+        let dns_port = port_after(&line, "DNS: ");
+        let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+        Agent {
+            child,
+            base: format!("http://{http}"),
+            http,
+            dns: format!("127.0.0.1:{dns_port}").parse().unwrap(),
+            client: reqwest::Client::new(),
+            log,
+            _logdir: logdir,
+        }
+    }
+
+    /// Sends a request and reads the whole response.
+    pub async fn req(&self, method: &str, path: &str, body: Option<&str>) -> Resp {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut r = self.client.request(m, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            r = r.body(b.to_string());
+        }
+        let resp = r.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let index = headers
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let text = resp.text().await.unwrap_or_default();
+        Resp {
+            status,
+            index,
+            headers,
+            text,
+        }
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str) -> Resp {
+        self.req("GET", path, None).await
+    }
+
+    /// PUT with a body.
+    pub async fn put(&self, path: &str, body: &str) -> Resp {
+        self.req("PUT", path, Some(body)).await
+    }
+
+    /// PUT that must succeed.
+    pub async fn put_ok(&self, path: &str, body: &str) -> Resp {
+        let r = self.put(path, body).await;
+        assert_eq!(r.status, 200, "PUT {path}: {}", r.text);
+        r
+    }
+
+    /// Runs the CLI against this agent.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(mesh_bin())
+            .args(args)
+            .env("CONSUL_HTTP_ADDR", self.http.to_string())
+            .env_remove("MESH_HTTP_ADDR")
+            .output()
+            .expect("run mesh")
+    }
+
+    /// Kills the agent with SIGKILL and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// The agent's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- agent log ---\n{}", self.log_text());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn port_after(line: &str, marker: &str) -> u16 {
+    let at = line
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in {line}"))
+        + marker.len();
+    line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("bad port in {line}"))
+}
+
+/// Polls `f` every 50ms until it returns `Some`, failing after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes `text` to `dir/name`.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write file");
+    p
+}
