@@ -123,14 +123,31 @@ PIDS+=($!)
 etcd_healthy() { curl -fsS "$ETCD_URL/health" | grep -q '"health":"true"'; }
 wait_for 30 "etcd /health" etcd_healthy
 
-log "mesh at $MESH_URL, etcd at $ETCD_URL; data in $WORK"
+REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then REV="$REV+dirty"; fi
+log "mesh $REV at $MESH_URL, etcd at $ETCD_URL; data in $WORK"
 log "cases: kv-put and catalog-register x clients {$CONCURRENCY}, ${DURATION}s each per system, $ROUNDS round(s)"
 
 # --- run ------------------------------------------------------------------------
+ETCD_PID="${PIDS[1]}"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+MESH_CPU0="$(cpu_ticks "$MESH_PID")"
+ETCD_CPU0="$(cpu_ticks "$ETCD_PID")"
 "$LOADGEN" --mesh "$MESH_URL" --etcd "$ETCD_URL" \
     --duration "$DURATION" --rounds "$ROUNDS" --concurrency "$CONCURRENCY" \
     --max-requests "$MAX_REQUESTS" --value-size "$VALUE_SIZE" \
-    --tsv "$WORK/results.tsv"
+    --tsv "$WORK/results.tsv" --raw "$WORK/raw.tsv"
+MESH_CPU1="$(cpu_ticks "$MESH_PID")"
+ETCD_CPU1="$(cpu_ticks "$ETCD_PID")"
+
+# Server CPU per acknowledged write over the whole run (all cases + warm-up).
+HZ="$(getconf CLK_TCK)"
+per_write() { # per_write SYSTEM TICKS
+    awk -F'\t' -v sys="$1" -v ticks="$2" -v hz="$HZ" \
+        'NR > 1 && $3 == sys { n += $4 } END { if (n > 0) printf "%.0f us CPU/write (%.1f s CPU over %d writes)", ticks / hz * 1e6 / n, ticks / hz, n }' \
+        "$WORK/raw.tsv"
+}
+log "server CPU: mesh $(per_write mesh $((MESH_CPU1 - MESH_CPU0))); etcd $(per_write etcd $((ETCD_CPU1 - ETCD_CPU0)))"
 
 log "data on disk after the run: mesh $(du -sh "$WORK/mesh-data" | cut -f1), etcd $(du -sh "$WORK/etcd-data" | cut -f1)"
-log "peak RSS: mesh $(awk '/VmHWM/{print $2" "$3}' /proc/"$MESH_PID"/status 2>/dev/null), etcd $(awk '/VmHWM/{print $2" "$3}' /proc/"${PIDS[1]}"/status 2>/dev/null)"
+log "peak RSS: mesh $(awk '/VmHWM/{print $2" "$3}' /proc/"$MESH_PID"/status 2>/dev/null), etcd $(awk '/VmHWM/{print $2" "$3}' /proc/"$ETCD_PID"/status 2>/dev/null)"

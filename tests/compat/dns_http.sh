@@ -186,6 +186,15 @@ else
     bad "dig web.service.dc1.consul A: want 127.0.0.1" "got: $(echo $a)"
 fi
 
+# The server itself is the "consul" service, on its RPC port (8300).
+srv=$(qdig consul.service.consul SRV +noall +answer)
+srv_fields=$(awk '$4 == "SRV" {print $7, $8}' <<<"$srv")
+if [[ "$srv_fields" == "8300 $NODE.node.dc1.consul." ]]; then
+    ok "dig consul.service.consul SRV -> 8300 $NODE.node.dc1.consul."
+else
+    bad "dig consul.service.consul SRV: want port 8300 and target $NODE.node.dc1.consul." "got: $srv"
+fi
+
 # NODE.node.consul A -> the node's address.
 a=$(qdig "$NODE.node.consul" A +short)
 if [[ "$a" == "127.0.0.1" ]]; then

@@ -469,9 +469,8 @@ def test_catalog_queries(c):
 
 def test_catalog_register_external_node(c):
     # Canonical field names through py-consul's HTTP client: py-consul's own
-    # catalog.register() sends lower-case keys, which mesh rejects, and mesh
-    # wants CreateIndex/ModifyIndex inside Service (both bugs; see the xfail
-    # tests below). The indexes are sent only to get past the second one.
+    # catalog.register() sends lower-case keys, which mesh rejects (see
+    # test_catalog_register_with_py_consul, an xfail).
     node = uniq("ext-node")
     svc = uniq("ext-svc")
     body = {
@@ -483,8 +482,6 @@ def test_catalog_register_external_node(c):
             "ID": f"{svc}-1",
             "Port": 9999,
             "Tags": ["ext"],
-            "CreateIndex": 0,
-            "ModifyIndex": 0,
         },
     }
     assert c.http.put(CB.boolean(), "/v1/catalog/register", data=json.dumps(body))
@@ -506,16 +503,8 @@ def test_catalog_register_external_node(c):
     assert node not in [n["Node"] for n in c.catalog.nodes()[1]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=consul.ConsulException,
-    reason=(
-        "mesh bug: PUT /v1/catalog/register answers 400 \"missing field `CreateIndex`\" "
-        "when Service (or Check) lacks CreateIndex/ModifyIndex; Consul's documented "
-        "body has no such fields"
-    ),
-)
-def test_catalog_register_service_without_indexes(c):
+def test_catalog_register_service_and_check_without_indexes(c):
+    # Consul's documented body: no CreateIndex/ModifyIndex anywhere.
     node = uniq("ext-node")
     svc = uniq("ext-svc")
     body = {
@@ -527,6 +516,8 @@ def test_catalog_register_service_without_indexes(c):
     try:
         assert c.http.put(CB.boolean(), "/v1/catalog/register", data=json.dumps(body))
         assert passing_ids(c, svc) == [f"{svc}-1"]
+        _, checks = c.health.checks(svc)
+        assert [(ch["CheckID"], ch["Status"], ch["Node"]) for ch in checks] == [(f"{svc}-check", "passing", node)]
     finally:
         c.http.put(CB.boolean(), "/v1/catalog/deregister", data=json.dumps({"Node": node}))
 
@@ -936,17 +927,11 @@ def test_txn_rolls_back_on_failed_op(c):
     assert kv_value(c, f"{base}/guarded") == b"changed"
 
 
-# ------------------------------------------------- known gaps versus Consul
+# ------------------------------------------------------- the consul service
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "mesh bug: a Consul server registers itself in the catalog as the 'consul' "
-        "service (port = server RPC port); mesh's catalog has no 'consul' service"
-    ),
-)
 def test_server_registers_consul_service(c):
+    # A Consul server registers itself as the "consul" service, on its RPC port.
     _, services = c.catalog.services()
     assert "consul" in services
     _, entries = c.health.service("consul", passing=True)

@@ -151,3 +151,37 @@ async fn agent_services_and_status() {
     assert_eq!(members[0]["Status"], 1);
     assert_eq!(a.get("/v1/catalog/nodes?dc=elsewhere").await.status, 500);
 }
+
+#[tokio::test]
+async fn ui_summaries() {
+    let a = Agent::start(&[]);
+    a.put_ok(
+        "/v1/agent/service/register",
+        r#"{"Name":"web","ID":"web-1","Port":80,"Tags":["a"],"Check":{"TTL":"30s"}}"#,
+    )
+    .await;
+    a.put_ok(
+        "/v1/agent/service/register",
+        r#"{"Name":"web","ID":"web-2","Port":81,"Tags":["b"]}"#,
+    )
+    .await;
+    let services = a.get("/v1/internal/ui/services").await.json();
+    let web = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Name"] == "web")
+        .unwrap();
+    assert_eq!(web["InstanceCount"], 2);
+    assert_eq!(web["Tags"], json!(["a", "b"]));
+    assert_eq!(web["ChecksCritical"], 1);
+    assert_eq!(web["Nodes"], json!(["test-node"]));
+    let nodes = a.get("/v1/internal/ui/nodes").await.json();
+    assert_eq!(nodes[0]["Node"], "test-node");
+    assert!(nodes[0]["Services"].as_array().unwrap().len() >= 2);
+    assert!(nodes[0]["Checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["CheckID"] == "serfHealth"));
+}

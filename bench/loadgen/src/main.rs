@@ -55,13 +55,14 @@ struct Args {
     value_size: usize,
     warmup: u64,
     tsv: Option<String>,
+    raw: Option<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: mesh-loadgen --mesh http://127.0.0.1:PORT --etcd http://127.0.0.1:PORT \
          [--duration SECS=8] [--max-requests N=200000] [--concurrency 1,64] [--rounds 1] \
-         [--value-size 128] [--warmup 200] [--tsv FILE]"
+         [--value-size 128] [--warmup 200] [--tsv FILE] [--raw FILE]"
     );
     std::process::exit(2)
 }
@@ -77,6 +78,7 @@ fn parse_args() -> Args {
         value_size: 128,
         warmup: 200,
         tsv: None,
+        raw: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -99,6 +101,7 @@ fn parse_args() -> Args {
             "value-size" => a.value_size = val().parse().unwrap_or_else(|_| usage()),
             "warmup" => a.warmup = val().parse().unwrap_or_else(|_| usage()),
             "tsv" => a.tsv = Some(val()),
+            "raw" => a.raw = Some(val()),
             _ => usage(),
         }
     }
@@ -344,6 +347,7 @@ async fn main() {
     let args = parse_args();
     let value = Arc::new("v".repeat(args.value_size));
 
+    let mut warmup_ops: Vec<(System, u64)> = Vec::new();
     // Warm-up: open connections, let both servers settle (leader elected, caches
     // warm). Not measured.
     for (sys, base) in [(System::Mesh, &args.mesh), (System::Etcd, &args.etcd)] {
@@ -368,6 +372,7 @@ async fn main() {
                 );
                 std::process::exit(1);
             }
+            warmup_ops.push((sys, r.ops));
         }
     }
 
@@ -490,6 +495,31 @@ async fn main() {
     println!("ops/s ratio > 1 means mesh is faster; latency ratio > 1 means mesh is slower.");
     if let Some(path) = &args.tsv {
         if let Err(e) = std::fs::write(path, tsv) {
+            eprintln!("writing {path}: {e}");
+            failed = true;
+        }
+    }
+    if let Some(path) = &args.raw {
+        // One line per measured run, plus the warm-up totals, for CPU-per-write maths.
+        let mut raw = String::from("case\tclients\tsystem\tok\terrors\tsecs\tops_per_sec\tp50_ms\tp99_ms\n");
+        for r in &results {
+            raw.push_str(&format!(
+                "{}\t{}\t{}\t{}\t{}\t{:.3}\t{:.1}\t{:.3}\t{:.3}\n",
+                r.wl.name(),
+                r.conc,
+                r.sys.name(),
+                r.ops,
+                r.errors,
+                r.elapsed.as_secs_f64(),
+                r.ops_per_sec(),
+                r.p50_us as f64 / 1000.0,
+                r.p99_us as f64 / 1000.0
+            ));
+        }
+        for (sys, n) in &warmup_ops {
+            raw.push_str(&format!("warmup\t4\t{}\t{n}\t0\t0\t0\t0\t0\n", sys.name()));
+        }
+        if let Err(e) = std::fs::write(path, raw) {
             eprintln!("writing {path}: {e}");
             failed = true;
         }

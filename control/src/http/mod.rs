@@ -9,6 +9,7 @@ mod blocking;
 mod catalog;
 mod error;
 mod health;
+mod internal;
 mod kv;
 mod query;
 mod session;
@@ -136,6 +137,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(agent::routes())
         .merge(catalog::routes())
         .merge(health::routes())
+        .merge(internal::routes())
         .merge(kv::routes())
         .merge(session::routes())
         .merge(status::routes())
