@@ -3,10 +3,10 @@
 # against etcd 3.4 from Debian (fsync'd WAL, v3 HTTP/JSON gateway), same machine,
 # same run, same load generator. Prints a table with mesh/etcd ratios.
 #
-#   bash bench/run.sh                 # defaults: 8 s per case, 1 and 64 clients
+#   bash bench/run.sh                 # defaults: 8 s per case, 1 and 64 clients, 2 rounds
 #   DURATION=5 ROUNDS=2 bash bench/run.sh
 #
-# Knobs (environment): DURATION (s per case per system, default 8), ROUNDS (default 1),
+# Knobs (environment): DURATION (s per case per system, default 8), ROUNDS (default 2),
 # CONCURRENCY (default 1,64), MAX_REQUESTS (per case, default 200000),
 # VALUE_SIZE (KV value bytes, default 128), SKIP_INSTALL=1, SKIP_BUILD=1,
 # KEEP_DATA=1 (keep the temp data dirs and logs).
@@ -15,7 +15,7 @@ set -euo pipefail
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 DURATION="${DURATION:-8}"
-ROUNDS="${ROUNDS:-1}"
+ROUNDS="${ROUNDS:-2}"
 CONCURRENCY="${CONCURRENCY:-1,64}"
 MAX_REQUESTS="${MAX_REQUESTS:-200000}"
 VALUE_SIZE="${VALUE_SIZE:-128}"
@@ -131,6 +131,9 @@ log "cases: kv-put and catalog-register x clients {$CONCURRENCY}, ${DURATION}s e
 # --- run ------------------------------------------------------------------------
 ETCD_PID="${PIDS[1]}"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Other builds on this 2-core machine skew results: say whether any ran.
+noise() { echo "load avg $(cut -d' ' -f1-3 /proc/loadavg), rustc processes running: $(pgrep -c -x rustc || true)"; }
+log "before: $(noise)"
 MESH_CPU0="$(cpu_ticks "$MESH_PID")"
 ETCD_CPU0="$(cpu_ticks "$ETCD_PID")"
 "$LOADGEN" --mesh "$MESH_URL" --etcd "$ETCD_URL" \
@@ -139,6 +142,7 @@ ETCD_CPU0="$(cpu_ticks "$ETCD_PID")"
     --tsv "$WORK/results.tsv" --raw "$WORK/raw.tsv"
 MESH_CPU1="$(cpu_ticks "$MESH_PID")"
 ETCD_CPU1="$(cpu_ticks "$ETCD_PID")"
+log "after: $(noise)"
 
 # Server CPU per acknowledged write over the whole run (all cases + warm-up).
 HZ="$(getconf CLK_TCK)"

@@ -9,7 +9,6 @@ use crate::raft::{RaftConfig, RaftNode};
 use crate::server::SessionTimers;
 use crate::state::Store;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +17,6 @@ use std::time::Duration;
 pub struct LaunchConfig {
     /// The agent's identity and settings (ports are filled in once bound).
     pub agent: AgentConfig,
-    /// Where Raft keeps its log and snapshots; `None` is in-memory (`-dev`).
-    pub data_dir: Option<PathBuf>,
     /// The HTTP API address (port 0 picks one).
     pub http_addr: SocketAddr,
     /// The DNS address, UDP and TCP (port 0 picks one).
@@ -74,7 +71,7 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
         RaftConfig {
             node_id: 1,
             address: format!("{}:{}", cfg.agent.advertise_addr, cfg.agent.ports.server),
-            data_dir: cfg.data_dir.clone(),
+            data_dir: cfg.agent.data_dir.clone(),
             snapshot_threshold: cfg.snapshot_threshold,
         },
         store.clone(),

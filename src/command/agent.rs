@@ -202,11 +202,11 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
             serf_lan: args.serf_lan_port.or(ports.serf_lan).unwrap_or(8301),
         },
         sync_interval: Duration::from_secs(60),
+        data_dir: data_dir.clone(),
     };
     Ok((
         LaunchConfig {
             agent,
-            data_dir,
             http_addr: SocketAddr::new(client, http_port),
             dns_addr: SocketAddr::new(client, dns_port),
             dns: DnsConfig::default(),
@@ -230,7 +230,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         eprintln!("==> {e:#}");
         return ExitCode::from(crate::EX_USAGE);
     }
-    let mode = if config.data_dir.is_none() {
+    let mode = if config.agent.data_dir.is_none() {
         "dev (in-memory)"
     } else {
         "server"

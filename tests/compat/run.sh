@@ -21,8 +21,10 @@ die() {
     exit 1
 }
 
+# An explicit path is taken relative to the current directory; the default
+# is the repo's debug build.
 MESH=${1:-$ROOT/target/debug/mesh}
-[[ "$MESH" == /* ]] || MESH="$ROOT/$MESH"
+[[ "$MESH" == /* ]] || MESH="$PWD/$MESH"
 [[ -x "$MESH" ]] || die "no executable mesh binary at $MESH (build it with: cargo build)"
 
 # ------------------------------------------------------------------ tools

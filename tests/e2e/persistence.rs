@@ -75,6 +75,11 @@ async fn kill_9_and_restart_keeps_every_acknowledged_write() {
     assert!(after.index >= before.index);
     let kept = b.get("/v1/catalog/service/kept").await.json();
     assert_eq!(kept.as_array().unwrap().len(), 1);
+    let local = b.get("/v1/agent/services").await.json();
+    assert_eq!(
+        local["kept"]["Port"], 1,
+        "API registrations are restored locally"
+    );
     b.put_ok("/v1/kv/after-restart", "ok").await;
     assert!(b.get("/v1/kv/after-restart").await.index > before.index);
 }

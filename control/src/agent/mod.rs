@@ -6,6 +6,7 @@ pub mod config_file;
 pub mod definition;
 mod keys;
 mod local;
+mod persist;
 mod sync;
 
 pub use definition::{CheckDefinition, CheckKind, ServiceDefinition};
@@ -44,6 +45,8 @@ pub struct AgentConfig {
     pub ports: Ports,
     /// How often the full anti-entropy sync runs.
     pub sync_interval: Duration,
+    /// Where API registrations are kept across restarts; `None` in `-dev`.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// The ports the agent serves on.
@@ -111,6 +114,7 @@ impl Agent {
             leave,
         });
         agent.register_node().await?;
+        agent.restore_registrations().await?;
         agent.reload().await?;
         let weak = Arc::downgrade(&agent);
         let interval = agent.config.sync_interval;
@@ -160,6 +164,38 @@ impl Agent {
         });
     }
 
+    /// Saves the API registrations, if the agent has a data directory.
+    fn persist(&self) {
+        let Some(dir) = &self.config.data_dir else {
+            return;
+        };
+        let state = persist::collect(&self.local());
+        if let Err(e) = persist::save(dir, &state) {
+            tracing::error!(error = %e, "saving local registrations failed");
+        }
+    }
+
+    /// Registers again what the API registered before a restart.
+    async fn restore_registrations(&self) -> Result<(), String> {
+        let Some(dir) = &self.config.data_dir else {
+            return Ok(());
+        };
+        let saved = persist::load(dir)?;
+        for s in saved.services {
+            let name = s.name.clone();
+            if let Err(e) = self.add_service(s, Source::Api, false).await {
+                tracing::warn!(service = %name, error = %e, "could not restore service");
+            }
+        }
+        for c in saved.checks {
+            let id = c.id.clone();
+            if let Err(e) = self.add_check(c, Source::Api).await {
+                tracing::warn!(check = %id, error = %e, "could not restore check");
+            }
+        }
+        Ok(())
+    }
+
     fn sync_error(e: String) -> AgentError {
         AgentError::Sync(e)
     }
@@ -206,6 +242,7 @@ impl Agent {
         for (check, c_def, kind) in prepared {
             self.install_check(check, c_def, kind);
         }
+        self.persist();
         self.sync_changes().await.map_err(Self::sync_error)
     }
 
@@ -227,6 +264,7 @@ impl Agent {
         for c in checks {
             self.stop_runner(&c);
         }
+        self.persist();
         self.sync_changes().await.map_err(Self::sync_error)
     }
 
@@ -312,6 +350,7 @@ impl Agent {
         }
         let (check, def, kind) = self.prepare_check(def, source)?;
         self.install_check(check, def, kind);
+        self.persist();
         self.sync_changes().await.map_err(Self::sync_error)
     }
 
@@ -323,6 +362,7 @@ impl Agent {
             )));
         }
         self.stop_runner(id);
+        self.persist();
         self.sync_changes().await.map_err(Self::sync_error)
     }
 
