@@ -9,7 +9,10 @@
 # Knobs (environment): DURATION (s per case per system, default 8), ROUNDS (default 2),
 # CONCURRENCY (default 1,64), MAX_REQUESTS (per case, default 200000),
 # VALUE_SIZE (KV value bytes, default 128), SKIP_INSTALL=1, SKIP_BUILD=1,
-# KEEP_DATA=1 (keep the temp data dirs and logs).
+# MESH_BIN=/path/to/mesh (bench that binary instead of building the work tree; see
+# README for benching a given commit),
+# MESH_REV=label (what to call that binary in the log), KEEP_DATA=1 (keep the temp
+# data dirs and logs).
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,12 +44,14 @@ done
 
 # --- build --------------------------------------------------------------------
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    log "building mesh (release); waits for the cargo lock if another build runs"
-    (cd "$ROOT" && cargo build --release --quiet)
+    if [[ -z "${MESH_BIN:-}" ]]; then
+        log "building mesh (release); waits for the cargo lock if another build runs"
+        (cd "$ROOT" && cargo build --release --quiet --bin mesh)
+    fi
     log "building the load generator (bench/loadgen, its own workspace)"
     (cd "$BENCH_DIR/loadgen" && cargo build --release --quiet)
 fi
-MESH="$ROOT/target/release/mesh"
+MESH="${MESH_BIN:-$ROOT/target/release/mesh}"
 LOADGEN="$BENCH_DIR/loadgen/target/release/mesh-loadgen"
 [[ -x "$MESH" ]] || { log "missing $MESH"; exit 1; }
 [[ -x "$LOADGEN" ]] || { log "missing $LOADGEN"; exit 1; }
@@ -123,8 +128,14 @@ PIDS+=($!)
 etcd_healthy() { curl -fsS "$ETCD_URL/health" | grep -q '"health":"true"'; }
 wait_for 30 "etcd /health" etcd_healthy
 
-REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then REV="$REV+dirty"; fi
+if [[ -n "${MESH_REV:-}" ]]; then
+    REV="$MESH_REV"
+elif [[ -n "${MESH_BIN:-}" ]]; then
+    REV="(binary $MESH_BIN)"
+else
+    REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    if [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then REV="$REV+dirty"; fi
+fi
 log "mesh $REV at $MESH_URL, etcd at $ETCD_URL; data in $WORK"
 log "cases: kv-put and catalog-register x clients {$CONCURRENCY}, ${DURATION}s each per system, $ROUNDS round(s)"
 

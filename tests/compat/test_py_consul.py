@@ -2,8 +2,9 @@
 
 run.sh starts the agent (-dev, ephemeral ports, -enable-script-checks, a config
 dir holding the "web-1" service) and exports MESH_HTTP_PORT, MESH_DNS_PORT and
-MESH_NODE. Every test uses its own key prefix / service names, so tests do not
-depend on each other's order.
+MESH_NODE. Apart from reading the shared web-1 service, every test uses its own
+keys, services and sessions, and undoes what it changed, so tests do not depend
+on each other's order.
 
 Anything asynchronous (health checks running, anti-entropy reaching the
 catalog, lock-delay running out) is waited for with a polling deadline, never a
@@ -27,6 +28,8 @@ import consul
 import pytest
 from consul.callback import CB
 
+if "MESH_HTTP_PORT" not in os.environ or "MESH_NODE" not in os.environ:
+    pytest.exit("run this through tests/compat/run.sh, which starts the agent and sets MESH_HTTP_PORT/MESH_NODE", 2)
 HTTP_PORT = int(os.environ["MESH_HTTP_PORT"])
 NODE = os.environ["MESH_NODE"]
 
@@ -206,6 +209,10 @@ def test_config_dir_service_is_registered(c):
     assert c.agent.service_definition("web-1")["Service"] == "web"
     wait_status(c, "web-alive", "passing")
     assert passing_ids(c, "web") == ["web-1"]
+    _, tagged = c.health.service("web", tag="primary", passing=True)
+    assert [e["Service"]["ID"] for e in tagged] == ["web-1"]
+    _, untagged = c.health.service("web", tag="no-such-tag")
+    assert untagged == []
 
 
 def test_register_and_deregister_service(c, services):
@@ -862,7 +869,10 @@ def test_health_blocking_query_wakes_on_registration(c, services):
 
     def watcher():
         t0 = time.monotonic()
-        result["index"], result["entries"] = c.health.service(name, passing=True, index=index, wait="10s")
+        try:
+            result["index"], result["entries"] = c.health.service(name, passing=True, index=index, wait="10s")
+        except Exception as e:  # surfaced by the asserts below
+            result["error"] = e
         result["elapsed"] = time.monotonic() - t0
 
     thread = threading.Thread(target=watcher, daemon=True)
@@ -872,7 +882,8 @@ def test_health_blocking_query_wakes_on_registration(c, services):
     assert c.agent.service.register(name, port=7005)
     services.append(name)
     thread.join(15)
-    assert not thread.is_alive()
+    assert not thread.is_alive(), "health blocking query did not return after the registration"
+    assert "error" not in result, result
     assert [e["Service"]["ID"] for e in result["entries"]] == [name]
     assert int(result["index"]) > int(index)
     assert result["elapsed"] < 10

@@ -77,6 +77,20 @@ impl Agent {
         .await
     }
 
+    /// Removes one of this node's services or checks from the catalog.
+    async fn deregister(&self, service_id: &str, check_id: &str) -> Result<(), String> {
+        self.commit(Command::Deregister {
+            req: DeregisterRequest {
+                datacenter: self.config.datacenter.clone(),
+                node: self.config.node_name.clone(),
+                service_id: service_id.to_string(),
+                check_id: check_id.to_string(),
+            },
+            now_ms: now_ms(),
+        })
+        .await
+    }
+
     /// Pushes every local change the catalog has not seen.
     pub async fn sync_changes(&self) -> Result<(), String> {
         let _one_at_a_time = self.sync_lock.lock().await;
@@ -116,29 +130,11 @@ impl Agent {
             )
         };
         for id in &deleted_services {
-            self.commit(Command::Deregister {
-                req: DeregisterRequest {
-                    datacenter: self.config.datacenter.clone(),
-                    node: self.config.node_name.clone(),
-                    service_id: id.clone(),
-                    ..Default::default()
-                },
-                now_ms: now_ms(),
-            })
-            .await?;
+            self.deregister(id, "").await?;
             self.local().deleted_services.retain(|d| d != id);
         }
         for id in &deleted_checks {
-            self.commit(Command::Deregister {
-                req: DeregisterRequest {
-                    datacenter: self.config.datacenter.clone(),
-                    node: self.config.node_name.clone(),
-                    check_id: id.clone(),
-                    ..Default::default()
-                },
-                now_ms: now_ms(),
-            })
-            .await?;
+            self.deregister("", id).await?;
             self.local().deleted_checks.retain(|d| d != id);
         }
         for (svc, version, svc_checks) in services {

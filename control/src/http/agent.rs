@@ -26,10 +26,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/agent/checks", get(checks))
         .route("/v1/agent/check/register", put(register_check))
         .route("/v1/agent/check/deregister/{id}", put(deregister_check))
-        .route("/v1/agent/check/pass/{*id}", put(check_pass))
-        .route("/v1/agent/check/warn/{*id}", put(check_warn))
-        .route("/v1/agent/check/fail/{*id}", put(check_fail))
-        .route("/v1/agent/check/update/{*id}", put(check_update))
+        .route("/v1/agent/check/{verb}/{*id}", put(check_ttl))
         .route("/v1/agent/maintenance", put(node_maintenance))
         .route("/v1/agent/reload", put(reload))
         .route("/v1/agent/leave", put(leave))
@@ -228,53 +225,6 @@ async fn deregister_check(State(api): Api, Path(id): Path<String>) -> Result<Res
     Ok(StatusCode::OK.into_response())
 }
 
-async fn ttl(api: &ApiState, id: &str, status: &str, note: &str) -> Result<Response, ApiError> {
-    api.agent.update_ttl(id, status, note).await?;
-    Ok(StatusCode::OK.into_response())
-}
-
-async fn check_pass(
-    State(api): Api,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    ttl(
-        &api,
-        &id,
-        status::PASSING,
-        ctx.params.get("note").unwrap_or(""),
-    )
-    .await
-}
-
-async fn check_warn(
-    State(api): Api,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    ttl(
-        &api,
-        &id,
-        status::WARNING,
-        ctx.params.get("note").unwrap_or(""),
-    )
-    .await
-}
-
-async fn check_fail(
-    State(api): Api,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    ttl(
-        &api,
-        &id,
-        status::CRITICAL,
-        ctx.params.get("note").unwrap_or(""),
-    )
-    .await
-}
-
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
 struct CheckUpdate {
@@ -286,19 +236,33 @@ struct CheckUpdate {
     output: String,
 }
 
-async fn check_update(
+/// `/v1/agent/check/{pass,warn,fail}/:id?note=` and
+/// `/v1/agent/check/update/:id` with a `{Status, Output}` body.
+async fn check_ttl(
     State(api): Api,
-    Path(id): Path<String>,
+    ctx: Ctx,
+    Path((verb, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let update: CheckUpdate = super::decode_body(&body)?;
-    if !status::is_valid(&update.status) {
-        return Err(ApiError::bad_request(format!(
-            "Invalid check status: {:?}",
-            update.status
-        )));
-    }
-    ttl(&api, &id, &update.status, &update.output).await
+    let note = ctx.params.get("note").unwrap_or("").to_string();
+    let (state, output) = match verb.as_str() {
+        "pass" => (status::PASSING.to_string(), note),
+        "warn" => (status::WARNING.to_string(), note),
+        "fail" => (status::CRITICAL.to_string(), note),
+        "update" => {
+            let update: CheckUpdate = super::decode_body(&body)?;
+            if !status::is_valid(&update.status) {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid check status: {:?}",
+                    update.status
+                )));
+            }
+            (update.status, update.output)
+        }
+        _ => return Err(ApiError::not_found("Not found")),
+    };
+    api.agent.update_ttl(&id, &state, &output).await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 async fn reload(State(api): Api) -> Result<Response, ApiError> {
