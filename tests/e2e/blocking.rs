@@ -77,3 +77,36 @@ async fn health_blocking_query_wakes_on_registration() {
         .unwrap();
     assert!(body.contains("\"Port\":1234"), "{body}");
 }
+
+#[tokio::test]
+async fn agent_service_blocks_on_its_content_hash() {
+    let a = Agent::start(&[]);
+    a.put_ok("/v1/agent/service/register", r#"{"Name":"hashy","Port":1}"#)
+        .await;
+    let first = a.get("/v1/agent/service/hashy").await;
+    let hash = first.json()["ContentHash"].as_str().unwrap().to_string();
+    assert_eq!(first.headers["X-Consul-ContentHash"], hash.as_str());
+
+    let started = Instant::now();
+    let same = a
+        .get(&format!("/v1/agent/service/hashy?hash={hash}&wait=1s"))
+        .await;
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(same.json()["ContentHash"], hash.as_str());
+
+    let waiter = {
+        let url = format!("{}/v1/agent/service/hashy?hash={hash}&wait=30s", a.base);
+        let client = a.client.clone();
+        tokio::spawn(async move { client.get(url).send().await.unwrap().text().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished());
+    a.put_ok("/v1/agent/service/register", r#"{"Name":"hashy","Port":2}"#)
+        .await;
+    let body = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("did not wake")
+        .unwrap();
+    assert!(body.contains("\"Port\":2"), "{body}");
+    assert!(!body.contains(&hash));
+}

@@ -141,3 +141,15 @@ async fn hostile_packets_do_not_hurt_the_server() {
     let m = query(a.dns, "test-node.node.consul.", RecordType::A).await;
     assert_eq!(m.answers().len(), 1, "still answering");
 }
+
+#[tokio::test]
+async fn a_custom_domain_replaces_consul() {
+    let a = Agent::start(&["-domain=mesh", "-node=dom"]);
+    register(&a, "web-1", &[], 80, "").await;
+    let m = query(a.dns, "web.service.mesh.", RecordType::A).await;
+    assert_eq!(m.answers().len(), 1);
+    let m = query(a.dns, "dom.node.mesh.", RecordType::A).await;
+    assert_eq!(m.answers().len(), 1);
+    let m = query(a.dns, "web.service.consul.", RecordType::A).await;
+    assert_eq!(m.response_code(), ResponseCode::Refused);
+}

@@ -134,3 +134,15 @@ async fn transactions_are_all_or_nothing() {
         400
     );
 }
+
+#[tokio::test]
+async fn read_modes() {
+    let a = Agent::start(&[]);
+    a.put_ok("/v1/kv/mode", "v").await;
+    for q in ["stale", "consistent", "stale=true"] {
+        let r = a.get(&format!("/v1/kv/mode?{q}")).await;
+        assert_eq!(r.status, 200, "{q}: {}", r.text);
+        assert_eq!(r.json()[0]["Key"], "mode");
+    }
+    assert_eq!(a.get("/v1/kv/mode?stale&consistent").await.status, 400);
+}

@@ -51,7 +51,7 @@ pub struct LocalCheck {
 }
 
 /// Local services and checks, and deletions not yet synced.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LocalState {
     /// Services by ID.
     pub services: BTreeMap<String, LocalService>,
@@ -62,13 +62,33 @@ pub struct LocalState {
     /// Check IDs removed locally but maybe still in the catalog.
     pub deleted_checks: Vec<String>,
     next_version: u64,
+    versions: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for LocalState {
+    fn default() -> Self {
+        LocalState {
+            services: BTreeMap::new(),
+            checks: BTreeMap::new(),
+            deleted_services: Vec::new(),
+            deleted_checks: Vec::new(),
+            next_version: 0,
+            versions: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl LocalState {
     /// A fresh version number.
     pub fn next_version(&mut self) -> u64 {
         self.next_version += 1;
+        self.versions.send_replace(self.next_version);
         self.next_version
+    }
+
+    /// Follows local changes: the receiver sees every new version.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.versions.subscribe()
     }
 
     /// Adds or replaces a service.
@@ -92,6 +112,7 @@ impl LocalState {
         if self.services.remove(id).is_none() {
             return false;
         }
+        self.next_version();
         self.deleted_services.push(id.to_string());
         let checks: Vec<String> = self
             .checks
@@ -118,6 +139,7 @@ impl LocalState {
         if self.checks.remove(id).is_none() {
             return false;
         }
+        self.next_version();
         self.deleted_checks.push(id.to_string());
         true
     }

@@ -137,18 +137,43 @@ async fn services(State(api): Api, ctx: Ctx) -> Result<Json<Value>, ApiError> {
     Ok(Json(Value::Object(map)))
 }
 
-async fn service(State(api): Api, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let local = api.agent.local();
-    let svc = local
-        .services
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))?;
-    let mut v = agent_service(&svc.service);
+/// The instance with its `ContentHash`, or `None` if unknown.
+fn hashed_service(api: &ApiState, id: &str) -> Option<(String, Value)> {
+    let mut v = agent_service(&api.agent.local().services.get(id)?.service);
     let hash = format!("{:016x}", fnv1a(v.to_string().as_bytes()));
     if let Value::Object(m) = &mut v {
-        m.insert("ContentHash".into(), Value::String(hash));
+        m.insert("ContentHash".into(), Value::String(hash.clone()));
     }
-    Ok(Json(v))
+    Some((hash, v))
+}
+
+/// `/v1/agent/service/:id`, blocking on `?hash=` until the instance's
+/// content hash differs (Consul's hash-based blocking query).
+async fn service(State(api): Api, ctx: Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let opts = ctx.query()?;
+    let want = ctx
+        .params
+        .get("hash")
+        .filter(|h| !h.is_empty())
+        .map(str::to_string);
+    let mut changes = api.agent.local().subscribe();
+    let deadline = tokio::time::Instant::now() + opts.max_wait;
+    loop {
+        let (hash, v) = hashed_service(&api, &id)
+            .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))?;
+        let unchanged = want.as_deref() == Some(hash.as_str());
+        if !unchanged || tokio::time::Instant::now() >= deadline {
+            let mut resp = Json(v).into_response();
+            if let Ok(h) = axum::http::HeaderValue::from_str(&hash) {
+                resp.headers_mut().insert("X-Consul-ContentHash", h);
+            }
+            return Ok(resp);
+        }
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return Err(ApiError::internal("agent stopped")) },
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
