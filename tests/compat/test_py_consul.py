@@ -424,15 +424,6 @@ def test_node_maintenance_mode(c):
     wait_until(lambda: passing_ids(c, "web") == ["web-1"], "web back in ?passing")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=consul.ConsulException,
-    reason=(
-        "mesh bug: ?enable= accepts only 'true'/'false'; py-consul sends 'True'/'False' "
-        "and gets 400 'Invalid value for enable'. Consul parses it with Go's "
-        "strconv.ParseBool (1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False)"
-    ),
-)
 def test_maintenance_with_py_consul(c, services):
     name = uniq("maint-py")
     assert c.agent.service.register(name, port=7007)
@@ -475,9 +466,8 @@ def test_catalog_queries(c):
 
 
 def test_catalog_register_external_node(c):
-    # Canonical field names through py-consul's HTTP client: py-consul's own
-    # catalog.register() sends lower-case keys, which mesh rejects (see
-    # test_catalog_register_with_py_consul, an xfail).
+    # Canonical field names through py-consul's HTTP client, as Go clients send
+    # them (py-consul's own lower-case keys: test_catalog_register_with_py_consul).
     node = uniq("ext-node")
     svc = uniq("ext-svc")
     body = {
@@ -529,15 +519,6 @@ def test_catalog_register_service_and_check_without_indexes(c):
         c.http.put(CB.boolean(), "/v1/catalog/deregister", data=json.dumps({"Node": node}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=consul.ConsulException,
-    reason=(
-        "mesh bug: PUT /v1/catalog/register and /v1/catalog/deregister answer "
-        "400 'Must provide node' to py-consul's lower-case keys "
-        '({"node": ..., "address": ...}); Consul decodes bodies case-insensitively'
-    ),
-)
 def test_catalog_register_with_py_consul(c):
     node = uniq("ext-node")
     svc = uniq("ext-svc")
@@ -632,11 +613,9 @@ def test_kv_recurse_keys_and_delete(c):
 # ---------------------------------------------------------------- sessions
 #
 # py-consul's session.create() sends its options with lower-case JSON keys
-# ("ttl", "behavior", "lockdelay", "name"). Consul decodes request bodies
-# case-insensitively; mesh ignores those keys (see
-# test_session_create_options_from_py_consul, an xfail). So that the lock
-# semantics below are still exercised, new_session() sends Consul's canonical
-# field names through py-consul's own HTTP client.
+# ("ttl", "behavior", "lockdelay", "name"), which Consul (and mesh) decode
+# case-insensitively: test_session_create_options_from_py_consul. new_session()
+# sends Consul's canonical field names, as Go clients do.
 
 
 def new_session(c, sessions, **fields):
@@ -715,14 +694,6 @@ def test_session_lock_acquire_release(c, sessions):
     assert c.kv.put(key, "s1 wants back", acquire=s1) is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "mesh bug: releasing a lock (PUT ?release=) resets LockIndex to 0, so the "
-        "next acquire reports 1; Consul keeps LockIndex on release and the next "
-        "acquire makes it 2"
-    ),
-)
 def test_lock_index_counts_acquisitions_across_release(c, sessions):
     key = uniq("compat/lock") + "/count"
     s1 = new_session(c, sessions)
@@ -785,14 +756,6 @@ def test_session_lock_delay_blocks_reacquire(c, sessions):
     assert c.kv.get(key)[1]["Session"] == s2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "mesh bug: PUT /v1/session/create ignores lower-case JSON keys "
-        '(py-consul sends {"name","ttl","behavior","lockdelay"}); Consul decodes '
-        "bodies case-insensitively and honours them"
-    ),
-)
 def test_session_create_options_from_py_consul(c, sessions):
     sid = c.session.create(name="py-consul-opts", ttl=20, behavior="delete", lock_delay=3)
     sessions.append(sid)

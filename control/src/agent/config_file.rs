@@ -5,7 +5,7 @@
 //! with the file's path and the field; nothing from a broken load is applied.
 
 use super::definition::{CheckDefinition, ServiceDefinition};
-use super::keys::normalize;
+use crate::structs::keys::normalize;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;

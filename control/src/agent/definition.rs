@@ -1,7 +1,7 @@
 //! Service and check definitions as the agent accepts them, from
 //! `/v1/agent/service/register`, `/v1/agent/check/register` and config files.
 
-use super::keys::normalize;
+use crate::structs::keys::normalize;
 use crate::structs::{
     status, ConsulDuration, HealthCheck, HealthCheckDefinition, NodeService, ServiceAddress,
     Weights,

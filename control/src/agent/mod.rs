@@ -4,7 +4,6 @@
 mod checks;
 pub mod config_file;
 pub mod definition;
-mod keys;
 mod local;
 mod persist;
 mod sync;

@@ -196,12 +196,10 @@ async fn deregister_service(State(api): Api, Path(id): Path<String>) -> Result<R
 }
 
 fn maintenance_params(ctx: &Ctx) -> Result<(bool, String), ApiError> {
-    let enable = match ctx.params.get("enable") {
-        None => return Err(ApiError::bad_request("Missing value for enable")),
-        Some(v) => v
-            .parse::<bool>()
-            .map_err(|_| ApiError::bad_request(format!("Invalid value for enable: {v:?}")))?,
-    };
+    let enable = ctx
+        .params
+        .bool("enable")?
+        .ok_or_else(|| ApiError::bad_request("Missing value for enable"))?;
     Ok((enable, ctx.params.get("reason").unwrap_or("").to_string()))
 }
 

@@ -101,14 +101,16 @@ impl ApiState {
     }
 }
 
-/// Decodes a JSON body, 400 with the reason if it is malformed.
+/// Decodes a JSON body with keys matched case-insensitively, as Consul's
+/// decoder does; 400 with the reason if it is malformed.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return serde_json::from_slice(b"{}")
-            .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")));
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))
+    let bad = |e: serde_json::Error| ApiError::bad_request(format!("Request decode failed: {e}"));
+    let value: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(body).map_err(bad)?
+    };
+    serde_json::from_value(crate::structs::keys::normalize(value)).map_err(bad)
 }
 
 /// Keeps the items matching a `filter=` expression.

@@ -49,6 +49,18 @@ impl Params {
         self.get(name).is_some_and(|v| v != "false" && v != "0")
     }
 
+    /// `name` parsed as Go's `strconv.ParseBool` does; 400 if malformed.
+    pub fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(Some(true)),
+            Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(Some(false)),
+            Some(v) => Err(ApiError::bad_request(format!(
+                "Invalid value for {name}: {v:?}"
+            ))),
+        }
+    }
+
     /// `name` as an unsigned integer, 400 if malformed.
     pub fn u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
         match self.get(name) {

@@ -37,11 +37,15 @@ impl StateData {
             }
             KvOp::Lock => self.kv_lock(index, now_ms, entry, changes),
             KvOp::Unlock => {
-                let held = self.kvs.get(&entry.key).map(|e| e.session.as_str());
-                if held != Some(entry.session.as_str()) {
+                let Some(old) = self
+                    .kvs
+                    .get(&entry.key)
+                    .filter(|e| e.session == entry.session)
+                else {
                     return Ok(false);
-                }
+                };
                 let mut e = entry.clone();
+                e.lock_index = old.lock_index;
                 e.session.clear();
                 self.kv_set(index, &e, true, changes);
                 Ok(true)
@@ -265,6 +269,24 @@ mod tests {
         assert!(!s.kv_apply(4, 0, KvOp::Cas, &e, &mut c).unwrap());
         assert_eq!(s.kv_get("a").1.unwrap().value.unwrap(), b"3");
         assert_eq!(s.kv_get("a").1.unwrap().raft.create_index, 1);
+    }
+
+    #[test]
+    fn release_keeps_the_lock_index() {
+        let mut s = StateData::default();
+        let mut c = Changes::default();
+        for id in ["s1", "s2"] {
+            s.sessions
+                .insert(id.into(), crate::structs::Session::default());
+        }
+        let mut e = entry("k", "v");
+        e.session = "s1".into();
+        assert!(s.kv_apply(1, 0, KvOp::Lock, &e, &mut c).unwrap());
+        assert!(s.kv_apply(2, 0, KvOp::Unlock, &e, &mut c).unwrap());
+        assert_eq!(s.kv_get("k").1.unwrap().lock_index, 1);
+        e.session = "s2".into();
+        assert!(s.kv_apply(3, 0, KvOp::Lock, &e, &mut c).unwrap());
+        assert_eq!(s.kv_get("k").1.unwrap().lock_index, 2);
     }
 
     #[test]

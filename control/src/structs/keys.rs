@@ -1,12 +1,69 @@
-//! Key normalization: Consul accepts service and check definitions with keys
-//! in any case and in snake_case (`enable_tag_override`, `sidecar_service`,
-//! `tls_skip_verify`); we turn them into the canonical PascalCase before
-//! decoding. User data (`Meta`, `Header`, proxy `Config`) keeps its keys.
+//! Key normalization. Consul decodes request bodies with Go's encoding/json,
+//! which matches field names case-insensitively, and accepts snake_case in
+//! config files (`enable_tag_override`, `sidecar_service`); clients such as
+//! py-consul send `{"name": ..., "lockdelay": ...}`. We turn every key into the
+//! canonical PascalCase before decoding. User data (`Meta`, `Header`, proxy
+//! `Config`) keeps its keys.
 
 use serde_json::{Map, Value};
 
-/// Keys whose canonical form is not plain PascalCase of their words.
-const SPECIAL: &[&str] = &[
+/// Canonical names matched case-insensitively (ignoring `_` and `-`): every
+/// field of the request bodies the API decodes, so that `lockdelay` finds
+/// `LockDelay` as Go's decoder would.
+const KNOWN: &[&str] = &[
+    "Address",
+    "Args",
+    "Behavior",
+    "Body",
+    "Check",
+    "Checks",
+    "Connect",
+    "Datacenter",
+    "DeregisterCriticalServiceAfter",
+    "DisableRedirects",
+    "EnableTagOverride",
+    "FailuresBeforeCritical",
+    "FailuresBeforeWarning",
+    "Flags",
+    "Index",
+    "Interval",
+    "Key",
+    "Kind",
+    "LockDelay",
+    "Locality",
+    "Meta",
+    "Method",
+    "Name",
+    "Namespace",
+    "Node",
+    "NodeChecks",
+    "NodeMeta",
+    "Notes",
+    "Output",
+    "OutputMaxSize",
+    "Port",
+    "Proxy",
+    "Service",
+    "ServiceChecks",
+    "ServiceName",
+    "ServiceTags",
+    "Session",
+    "SidecarService",
+    "SkipNodeUpdate",
+    "SocketPath",
+    "Status",
+    "SuccessBeforePassing",
+    "TaggedAddresses",
+    "Tags",
+    "Timeout",
+    "Token",
+    "Type",
+    "Value",
+    "Verb",
+    "Weights",
+    "Passing",
+    "Warning",
+    "KV",
     "ID",
     "CheckID",
     "ServiceID",
@@ -37,7 +94,7 @@ pub fn canonical(key: &str) -> String {
         .filter(|c| *c != '_' && *c != '-')
         .collect::<String>()
         .to_ascii_lowercase();
-    if let Some(s) = SPECIAL.iter().find(|s| s.to_ascii_lowercase() == squashed) {
+    if let Some(s) = KNOWN.iter().find(|s| s.to_ascii_lowercase() == squashed) {
         return s.to_string();
     }
     if key.contains('_') || key.contains('-') || key.chars().next().is_some_and(char::is_lowercase)
