@@ -50,19 +50,20 @@ VENV=${MESH_COMPAT_VENV:-$ROOT/target/compat-venv}
 venv_ready() {
     "$VENV/bin/python" - 2>/dev/null <<'EOF'
 import importlib.metadata as m
-import consul, pytest  # noqa: F401
+import consul, pytest, grpc, grpc_health  # noqa: F401
 assert m.version("py-consul").startswith("1.8."), m.version("py-consul")
 EOF
 }
 if ! venv_ready; then
-    echo "compat: creating a venv at $VENV with py-consul 1.8 and pytest"
+    echo "compat: creating a venv at $VENV with py-consul 1.8, pytest and grpcio"
     mkdir -p "$(dirname "$VENV")"
     if ! python3 -m venv --clear "$VENV"; then
         # Debian's own python3 needs python3-venv (ensurepip) for this.
         apt_install python3-venv
         python3 -m venv --clear "$VENV"
     fi
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "py-consul==1.8.*" "pytest>=7"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "py-consul==1.8.*" "pytest>=7" \
+        grpcio grpcio-health-checking
     venv_ready || die "the venv at $VENV still lacks py-consul 1.8 / pytest"
 fi
 

@@ -910,3 +910,45 @@ def test_server_registers_consul_service(c):
     assert "consul" in services
     _, entries = c.health.service("consul", passing=True)
     assert [(e["Node"]["Node"], e["Service"]["Port"]) for e in entries] == [(NODE, 8300)]
+
+
+# ---------------------------------------------------------------- gRPC checks
+
+
+def test_grpc_check_follows_the_standard_health_service(c, services):
+    """A gRPC check against grpcio's own grpc.health.v1 server (an independent peer)."""
+    from concurrent import futures
+
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        servicer.set("billing", health_pb2.HealthCheckResponse.SERVING)
+        name = uniq("grpc-svc")
+        check = consul.Check.grpc(f"127.0.0.1:{port}/billing", "200ms")
+        assert c.agent.service.register(name, port=port, check=check)
+        services.append(name)
+        check_id = f"service:{name}"
+        wait_status(c, check_id, "passing")
+        servicer.set("billing", health_pb2.HealthCheckResponse.NOT_SERVING)
+        wait_status(c, check_id, "critical")
+        servicer.set("billing", health_pb2.HealthCheckResponse.SERVING)
+        wait_status(c, check_id, "passing")
+
+        unknown = uniq("grpc-unknown")
+        check = consul.Check.grpc(f"127.0.0.1:{port}/no-such-service", "200ms")
+        assert c.agent.service.register(unknown, port=port, check=check)
+        services.append(unknown)
+        # grpc.health.v1 answers NOT_FOUND for an unknown service: no message.
+        wait_until(
+            lambda: "gRPC check" in c.agent.checks()[f"service:{unknown}"]["Output"],
+            "the unknown-service probe to run",
+        )
+        assert check_status(c, f"service:{unknown}") == "critical"
+    finally:
+        server.stop(0)

@@ -95,6 +95,16 @@ pub async fn probe(client: &reqwest::Client, def: &CheckDefinition) -> Probe {
         );
     }
     let body = resp.bytes().await.unwrap_or_default();
+    if body.is_empty() {
+        // No message: the server put its error status in the trailers.
+        return Probe::new(
+            status::CRITICAL,
+            format!(
+                "gRPC check {}: no HealthCheckResponse (error status in trailers)",
+                def.grpc
+            ),
+        );
+    }
     match response_status(&body) {
         Some(SERVING) => Probe::new(status::PASSING, format!("gRPC check {}: success", def.grpc)),
         Some(other) => Probe::new(
