@@ -37,7 +37,7 @@ async fn config_dir_services_and_reload() {
     let mut a = Agent::start(&[config_dir.as_str()]);
     assert_eq!(
         ids(&a.get("/v1/agent/services").await.json()),
-        vec!["socat", "web"]
+        vec!["socat", "socat-sidecar-proxy", "web"]
     );
     let socat = a.get("/v1/agent/service/socat").await.json();
     assert_eq!(socat["Connect"], json!({"SidecarService": {}}));
@@ -73,6 +73,14 @@ async fn config_dir_services_and_reload() {
         json!(["v2"])
     );
     assert_eq!(a.get("/v1/catalog/service/socat").await.text, "[]");
+    assert_eq!(
+        a.get("/v1/catalog/service/socat-sidecar-proxy").await.text,
+        "[]"
+    );
+    assert_eq!(
+        a.get("/v1/catalog/service/socat-sidecar-proxy").await.text,
+        "[]"
+    );
     assert_eq!(a.get("/v1/agent/checks").await.json(), json!({}));
 
     // A broken file is reported with its path, and the old config stays.

@@ -5,6 +5,7 @@ mod blocking;
 mod catalog;
 mod cli;
 mod config;
+mod connect;
 mod dns;
 mod health;
 mod kv;

@@ -104,6 +104,10 @@ pub struct CheckDefinition {
     pub grpc_use_tls: bool,
     /// Command of a script check.
     pub args: Vec<String>,
+    /// The local service an alias check mirrors.
+    pub alias_service: String,
+    /// The node an alias check mirrors (accepted; the local node is assumed).
+    pub alias_node: String,
     /// Deregister the service after this long critical.
     pub deregister_critical_service_after: Option<ConsulDuration>,
     /// Consecutive successes before passing.
@@ -134,6 +138,8 @@ pub enum CheckKind {
     Grpc,
     /// A command.
     Script,
+    /// Mirrors the health of another local service.
+    Alias(String),
     /// Maintenance mode marker; never run.
     Maintenance,
 }
@@ -154,6 +160,9 @@ impl CheckDefinition {
                 ),
             }
         };
+        if !self.alias_service.is_empty() {
+            return Ok(CheckKind::Alias(self.alias_service.clone()));
+        }
         if let Some(ttl) = self.ttl.filter(|t| !t.is_zero()) {
             return Ok(CheckKind::Ttl(ttl.0));
         }
@@ -187,6 +196,7 @@ impl CheckDefinition {
             CheckKind::Tcp => "tcp",
             CheckKind::Grpc => "grpc",
             CheckKind::Script => "script",
+            CheckKind::Alias(_) => "alias",
             CheckKind::Maintenance => "maintenance",
         }
     }

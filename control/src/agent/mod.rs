@@ -6,6 +6,7 @@ pub mod config_file;
 pub mod definition;
 mod local;
 mod persist;
+mod sidecar;
 mod sync;
 
 pub use definition::{CheckDefinition, CheckKind, ServiceDefinition};
@@ -199,7 +200,8 @@ impl Agent {
         AgentError::Sync(e)
     }
 
-    /// Registers a service and its checks, replacing any with the same ID.
+    /// Registers a service and its checks, replacing any with the same ID,
+    /// and the sidecar proxy its `connect.sidecar_service` asks for.
     /// With `replace_existing_checks`, checks of the old registration that the
     /// new one lacks are removed.
     pub async fn add_service(
@@ -209,6 +211,39 @@ impl Agent {
         replace_existing_checks: bool,
     ) -> Result<(), AgentError> {
         def.validate().map_err(AgentError::Invalid)?;
+        let sidecar_id = sidecar::sidecar_id(&def.id);
+        let taken: Vec<u16> = self
+            .local()
+            .services
+            .values()
+            .filter(|s| {
+                s.service.kind == crate::structs::kind::CONNECT_PROXY && s.service.id != sidecar_id
+            })
+            .map(|s| s.service.port)
+            .collect();
+        let sidecar = sidecar::sidecar_for(&def, &taken).map_err(AgentError::Invalid)?;
+        let had_sidecar = self.local().services.contains_key(&sidecar_id);
+        self.add_one_service(def, source, replace_existing_checks)?;
+        match sidecar {
+            Some(mut sc) => {
+                sc.validate().map_err(AgentError::Invalid)?;
+                self.add_one_service(sc, source, true)?;
+            }
+            None if had_sidecar => {
+                self.drop_service(&sidecar_id);
+            }
+            None => {}
+        }
+        self.persist();
+        self.sync_changes().await.map_err(Self::sync_error)
+    }
+
+    fn add_one_service(
+        &self,
+        def: ServiceDefinition,
+        source: Source,
+        replace_existing_checks: bool,
+    ) -> Result<(), AgentError> {
         let checks = def.check_definitions();
         let mut prepared = Vec::new();
         for c in &checks {
@@ -241,12 +276,11 @@ impl Agent {
         for (check, c_def, kind) in prepared {
             self.install_check(check, c_def, kind);
         }
-        self.persist();
-        self.sync_changes().await.map_err(Self::sync_error)
+        Ok(())
     }
 
-    /// Deregisters a service and its checks.
-    pub async fn remove_service(&self, id: &str) -> Result<(), AgentError> {
+    /// Removes a service and its checks locally; false if unknown.
+    fn drop_service(&self, id: &str) -> bool {
         let checks: Vec<String> = {
             let mut local = self.local();
             let checks = local
@@ -256,12 +290,62 @@ impl Agent {
                 .map(|c| c.check.check_id.clone())
                 .collect();
             if !local.remove_service(id) {
-                return Err(AgentError::NotFound(format!("Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name.")));
+                return false;
             }
             checks
         };
         for c in checks {
             self.stop_runner(&c);
+        }
+        true
+    }
+
+    /// The status an alias check of `service` reports: the worst of that
+    /// service's checks (and the node's), ignoring the alias check itself.
+    pub(crate) fn alias_status(&self, own_id: &str, service: &str) -> (&'static str, String) {
+        let local = self.local();
+        if !local.services.contains_key(service) {
+            return (
+                status::CRITICAL,
+                format!(
+                    "Service {service} could not be found on node {}",
+                    self.config.node_name
+                ),
+            );
+        }
+        let statuses: Vec<&str> = local
+            .checks
+            .values()
+            .filter(|c| c.check.check_id != own_id)
+            .filter(|c| c.check.service_id == service || c.check.service_id.is_empty())
+            .map(|c| c.check.status.as_str())
+            .collect();
+        let worst = crate::structs::aggregate_status(statuses.iter().copied());
+        let output = match (statuses.is_empty(), worst) {
+            (true, _) => "No checks found.".to_string(),
+            (false, status::PASSING) => "All checks passing.".to_string(),
+            (false, s) => format!("Aliased service has a check in {s} state."),
+        };
+        (worst, output)
+    }
+
+    /// Deregisters a service, its checks, and the sidecar it brought.
+    pub async fn remove_service(&self, id: &str) -> Result<(), AgentError> {
+        let sidecar = {
+            let local = self.local();
+            local
+                .services
+                .get(id)
+                .filter(|s| sidecar::wants_sidecar(&s.definition))
+                .map(|_| sidecar::sidecar_id(id))
+        };
+        if !self.drop_service(id) {
+            return Err(AgentError::NotFound(format!(
+                "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
+            )));
+        }
+        if let Some(sc) = sidecar {
+            self.drop_service(&sc);
         }
         self.persist();
         self.sync_changes().await.map_err(Self::sync_error)
@@ -558,6 +642,9 @@ impl Agent {
                 .get(&v.id)
                 .is_some_and(|l| l.definition == v && l.source == Source::Config);
             keep_services.push(v.id.clone());
+            if sidecar::wants_sidecar(&v) {
+                keep_services.push(sidecar::sidecar_id(&v.id));
+            }
             if !unchanged {
                 self.add_service(s, Source::Config, true)
                     .await

@@ -24,11 +24,18 @@ fn file(data_dir: &Path) -> PathBuf {
 
 /// The API registrations of `local`.
 pub fn collect(local: &LocalState) -> Persisted {
+    // Sidecars come back with the parent that asks for them.
+    let implied: Vec<String> = local
+        .services
+        .values()
+        .filter(|s| super::sidecar::wants_sidecar(&s.definition))
+        .map(|s| super::sidecar::sidecar_id(&s.service.id))
+        .collect();
     Persisted {
         services: local
             .services
             .values()
-            .filter(|s| s.source == Source::Api)
+            .filter(|s| s.source == Source::Api && !implied.contains(&s.service.id))
             .map(|s| ServiceDefinition {
                 check: None,
                 checks: Vec::new(),
@@ -39,6 +46,7 @@ pub fn collect(local: &LocalState) -> Persisted {
             .checks
             .values()
             .filter(|c| c.source == Source::Api && c.kind != CheckKind::Maintenance)
+            .filter(|c| !implied.contains(&c.check.service_id))
             .map(|c| c.definition.clone())
             .collect(),
     }

@@ -20,6 +20,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/catalog/nodes", get(nodes))
         .route("/v1/catalog/services", get(services))
         .route("/v1/catalog/service/{name}", get(service))
+        .route("/v1/catalog/connect/{name}", get(connect))
         .route("/v1/catalog/node/{node}", get(node))
         .route("/v1/catalog/node-services/{node}", get(node_services))
 }
@@ -147,22 +148,50 @@ fn service_tags(
     out
 }
 
-async fn service(
+async fn service(state: Api, ctx: Ctx, Path(name): Path<String>) -> Result<Response, ApiError> {
+    instances(state, ctx, name, false).await
+}
+
+async fn connect(state: Api, ctx: Ctx, Path(name): Path<String>) -> Result<Response, ApiError> {
+    instances(state, ctx, name, true).await
+}
+
+/// The topic a read of `name`'s instances (or proxies) watches.
+pub(super) fn instances_topic(name: &str, connect: bool) -> Topic {
+    Topic::Exact(if connect {
+        table::connect(name)
+    } else {
+        table::service(name)
+    })
+}
+
+/// The index a read of `name`'s instances (or proxies) reports.
+pub(super) fn instances_index(d: &StateData, name: &str, connect: bool) -> u64 {
+    if connect {
+        d.connect_index(name)
+    } else {
+        d.service_index(name)
+    }
+}
+
+/// Instances of `name` (or, with `connect`, its proxies) flattened with nodes.
+async fn instances(
     State(api): Api,
     ctx: Ctx,
-    Path(name): Path<String>,
+    name: String,
+    connect: bool,
 ) -> Result<Response, ApiError> {
     let opts = ctx.query()?;
     let tags = ctx.params.all("tag");
     let meta = node_meta_filter(&ctx);
     let (qm, nodes) = api
-        .blocking(&opts, &[Topic::Exact(table::service(&name))], |d| {
+        .blocking(&opts, &[instances_topic(&name, connect)], |d| {
             let out: Vec<_> = d
-                .service_nodes(&name, &tags)
+                .service_nodes(&name, &tags, connect)
                 .into_iter()
                 .filter(|sn| meta.iter().all(|(k, v)| sn.node_meta.get(k) == Some(v)))
                 .collect();
-            (d.service_index(&name), out)
+            (instances_index(d, &name, connect), out)
         })
         .await?;
     Ok(qm.json(&apply_filter(nodes, opts.filter.as_deref())?))

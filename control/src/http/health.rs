@@ -1,6 +1,6 @@
 //! `/v1/health/*`: checks by node, service and state, and healthy instances.
 
-use super::catalog::{node_meta_filter, node_meta_matches};
+use super::catalog::{instances_index, instances_topic, node_meta_filter, node_meta_matches};
 use super::{apply_filter, Api, ApiError, ApiState, Ctx};
 use crate::state::{table, Topic};
 use crate::structs::{status, HealthCheck};
@@ -14,6 +14,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/health/node/{node}", get(node))
         .route("/v1/health/checks/{service}", get(checks))
         .route("/v1/health/service/{service}", get(service))
+        .route("/v1/health/connect/{service}", get(connect))
         .route("/v1/health/state/{state}", get(state))
 }
 
@@ -37,24 +38,34 @@ async fn checks(State(api): Api, ctx: Ctx, Path(name): Path<String>) -> Result<R
     Ok(qm.json(&apply_filter(checks, opts.filter.as_deref())?))
 }
 
-async fn service(
+async fn service(state: Api, ctx: Ctx, Path(name): Path<String>) -> Result<Response, ApiError> {
+    instances(state, ctx, name, false).await
+}
+
+async fn connect(state: Api, ctx: Ctx, Path(name): Path<String>) -> Result<Response, ApiError> {
+    instances(state, ctx, name, true).await
+}
+
+/// Instances of `name` (or, with `connect`, its proxies) with their checks.
+async fn instances(
     State(api): Api,
     ctx: Ctx,
-    Path(name): Path<String>,
+    name: String,
+    connect: bool,
 ) -> Result<Response, ApiError> {
     let opts = ctx.query()?;
     let tags = ctx.params.all("tag");
     let passing = ctx.params.flag("passing");
     let meta = node_meta_filter(&ctx);
     let (qm, entries) = api
-        .blocking(&opts, &[Topic::Exact(table::service(&name))], |d| {
+        .blocking(&opts, &[instances_topic(&name, connect)], |d| {
             let out: Vec<_> = d
-                .check_service_nodes(&name, &tags)
+                .check_service_nodes(&name, &tags, connect)
                 .into_iter()
                 .filter(|e| node_meta_matches(&e.node, &meta))
                 .filter(|e| !passing || e.checks.iter().all(|c| c.status == status::PASSING))
                 .collect();
-            (d.service_index(&name), out)
+            (instances_index(d, &name, connect), out)
         })
         .await?;
     Ok(qm.json(&apply_filter(entries, opts.filter.as_deref())?))

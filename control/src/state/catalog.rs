@@ -124,24 +124,24 @@ impl StateData {
             if &same == old {
                 return;
             }
-            if old.service != svc.service {
-                let old_name = old.service.clone();
-                self.unindex_service(node, &svc.id, &old_name);
-                self.bump(&table::service(&old_name), index, changes);
+            if old.service != svc.service || connect_destination(old) != connect_destination(&svc) {
+                let old = old.clone();
+                self.unindex_service(node, &old);
+                for topic in instance_topics(&old) {
+                    self.bump(&topic, index, changes);
+                }
             }
         }
-        let name = svc.service.clone();
         let id = svc.id.clone();
         self.services
             .entry(node.to_string())
             .or_default()
             .insert(id.clone(), svc.clone());
-        self.by_service
-            .entry(name.clone())
-            .or_default()
-            .insert((node.to_string(), id.clone()));
+        self.index_service(node, &svc);
         self.bump(table::SERVICES, index, changes);
-        self.bump(&table::service(&name), index, changes);
+        for topic in instance_topics(&svc) {
+            self.bump(&topic, index, changes);
+        }
         changes.touch(table::node(node));
         // Checks of this instance carry its name and tags.
         if let Some(checks) = self.checks.get_mut(node) {
@@ -202,39 +202,64 @@ impl StateData {
         checks.insert(check_id.clone(), check);
         self.bump(table::CHECKS, index, changes);
         changes.touch(table::node(node));
-        if service_id.is_empty() {
-            self.bump_node_services(index, node, changes);
-        } else if let Some(name) = self.service_name(node, &service_id) {
-            self.bump(&table::service(&name), index, changes);
-        }
+        self.bump_check_owner(index, node, &service_id, changes);
         if critical {
             self.invalidate_sessions_for_check(index, now_ms, node, &check_id, changes);
         }
     }
 
-    fn service_name(&self, node: &str, id: &str) -> Option<String> {
-        self.services
-            .get(node)
-            .and_then(|s| s.get(id))
-            .map(|s| s.service.clone())
-    }
-
-    fn bump_node_services(&mut self, index: u64, node: &str, changes: &mut Changes) {
-        let names: Vec<String> = self
+    /// Bumps what a check's change affects: its instance, or every instance
+    /// on the node for a node check.
+    fn bump_check_owner(
+        &mut self,
+        index: u64,
+        node: &str,
+        service_id: &str,
+        changes: &mut Changes,
+    ) {
+        let topics: Vec<String> = self
             .services
             .get(node)
-            .map(|s| s.values().map(|s| s.service.clone()).collect())
-            .unwrap_or_default();
-        for name in names {
-            self.bump(&table::service(&name), index, changes);
+            .into_iter()
+            .flat_map(|s| s.values())
+            .filter(|s| service_id.is_empty() || s.id == service_id)
+            .flat_map(instance_topics)
+            .collect();
+        for topic in topics {
+            self.bump(&topic, index, changes);
         }
     }
 
-    fn unindex_service(&mut self, node: &str, id: &str, name: &str) {
-        if let Some(set) = self.by_service.get_mut(name) {
-            set.remove(&(node.to_string(), id.to_string()));
-            if set.is_empty() {
-                self.by_service.remove(name);
+    fn bump_node_services(&mut self, index: u64, node: &str, changes: &mut Changes) {
+        self.bump_check_owner(index, node, "", changes);
+    }
+
+    pub(super) fn index_service(&mut self, node: &str, svc: &NodeService) {
+        let key = (node.to_string(), svc.id.clone());
+        self.by_service
+            .entry(svc.service.clone())
+            .or_default()
+            .insert(key.clone());
+        if let Some(dest) = connect_destination(svc) {
+            self.by_connect
+                .entry(dest.to_string())
+                .or_default()
+                .insert(key);
+        }
+    }
+
+    fn unindex_service(&mut self, node: &str, svc: &NodeService) {
+        let key = (node.to_string(), svc.id.clone());
+        for (map, name) in [
+            (&mut self.by_service, Some(svc.service.as_str())),
+            (&mut self.by_connect, connect_destination(svc)),
+        ] {
+            let Some(name) = name else { continue };
+            if let Some(set) = map.get_mut(name) {
+                set.remove(&key);
+                if set.is_empty() {
+                    map.remove(name);
+                }
             }
         }
     }
@@ -269,9 +294,11 @@ impl StateData {
         if self.services.get(node).is_some_and(|s| s.is_empty()) {
             self.services.remove(node);
         }
-        self.unindex_service(node, id, &svc.service);
+        self.unindex_service(node, &svc);
         self.bump(table::SERVICES, index, changes);
-        self.bump(&table::service(&svc.service), index, changes);
+        for topic in instance_topics(&svc) {
+            self.bump(&topic, index, changes);
+        }
         changes.touch(table::node(node));
         if let Some(checks) = self.checks.get_mut(node) {
             let before = checks.len();
@@ -295,11 +322,7 @@ impl StateData {
         };
         self.bump(table::CHECKS, index, changes);
         changes.touch(table::node(node));
-        if check.service_id.is_empty() {
-            self.bump_node_services(index, node, changes);
-        } else if let Some(name) = self.service_name(node, &check.service_id) {
-            self.bump(&table::service(&name), index, changes);
-        }
+        self.bump_check_owner(index, node, &check.service_id, changes);
         self.invalidate_sessions_for_check(index, now_ms, node, id, changes);
     }
 
@@ -379,7 +402,14 @@ impl StateData {
 
     /// The instances of service `name` with their nodes.
     pub fn instances(&self, name: &str) -> Vec<(&Node, &NodeService)> {
-        let Some(ids) = self.by_service.get(name) else {
+        self.lookup(self.by_service.get(name))
+    }
+
+    fn lookup(
+        &self,
+        ids: Option<&std::collections::BTreeSet<(String, String)>>,
+    ) -> Vec<(&Node, &NodeService)> {
+        let Some(ids) = ids else {
             return Vec::new();
         };
         ids.iter()
@@ -391,13 +421,35 @@ impl StateData {
             .collect()
     }
 
-    /// `/v1/catalog/service/:name` entries carrying every tag in `tags`.
-    pub fn service_nodes(&self, name: &str, tags: &[String]) -> Vec<ServiceNode> {
-        self.instances(name)
+    /// The index that blocking queries on the proxies of `name` compare against.
+    pub fn connect_index(&self, name: &str) -> u64 {
+        match self.index(&table::connect(name)) {
+            0 => self.index(table::SERVICES),
+            i => i,
+        }
+    }
+
+    /// The `connect-proxy` instances fronting service `name`, with their nodes.
+    pub fn connect_instances(&self, name: &str) -> Vec<(&Node, &NodeService)> {
+        self.lookup(self.by_connect.get(name))
+    }
+
+    /// `/v1/catalog/service/:name` entries carrying every tag in `tags`; with
+    /// `connect`, the proxies fronting `name` instead (`/v1/catalog/connect`).
+    pub fn service_nodes(&self, name: &str, tags: &[String], connect: bool) -> Vec<ServiceNode> {
+        self.instances_for(name, connect)
             .into_iter()
             .filter(|(_, s)| has_tags(s, tags))
             .map(|(n, s)| ServiceNode::new(n, s))
             .collect()
+    }
+
+    fn instances_for(&self, name: &str, connect: bool) -> Vec<(&Node, &NodeService)> {
+        if connect {
+            self.connect_instances(name)
+        } else {
+            self.instances(name)
+        }
     }
 
     /// The instances on `node`, or `None` when the node is unknown.
@@ -443,19 +495,25 @@ impl StateData {
     /// `name` ignoring ASCII case (DNS names are case-insensitive).
     pub fn check_service_nodes_ci(&self, name: &str) -> Vec<CheckServiceNode> {
         if self.by_service.contains_key(name) {
-            return self.check_service_nodes(name, &[]);
+            return self.check_service_nodes(name, &[], false);
         }
         self.by_service
             .keys()
             .filter(|k| k.eq_ignore_ascii_case(name))
-            .flat_map(|k| self.check_service_nodes(k, &[]))
+            .flat_map(|k| self.check_service_nodes(k, &[], false))
             .collect()
     }
 
     /// `/v1/health/service/:name` entries: each instance with its node's
-    /// checks and its own, carrying every tag in `tags`.
-    pub fn check_service_nodes(&self, name: &str, tags: &[String]) -> Vec<CheckServiceNode> {
-        self.instances(name)
+    /// checks and its own, carrying every tag in `tags`; with `connect`, the
+    /// proxies fronting `name` (`/v1/health/connect/:name`).
+    pub fn check_service_nodes(
+        &self,
+        name: &str,
+        tags: &[String],
+        connect: bool,
+    ) -> Vec<CheckServiceNode> {
+        self.instances_for(name, connect)
             .into_iter()
             .filter(|(_, s)| has_tags(s, tags))
             .map(|(n, s)| CheckServiceNode {
@@ -472,6 +530,27 @@ impl StateData {
             })
             .collect()
     }
+}
+
+/// The service a `connect-proxy` instance fronts, if any.
+pub fn connect_destination(svc: &NodeService) -> Option<&str> {
+    if svc.kind != crate::structs::kind::CONNECT_PROXY {
+        return None;
+    }
+    svc.proxy
+        .as_ref()?
+        .get("DestinationServiceName")?
+        .as_str()
+        .filter(|d| !d.is_empty())
+}
+
+/// The index keys and watch topics a change to an instance bumps.
+fn instance_topics(svc: &NodeService) -> Vec<String> {
+    let mut topics = vec![table::service(&svc.service)];
+    if let Some(dest) = connect_destination(svc) {
+        topics.push(table::connect(dest));
+    }
+    topics
 }
 
 /// True when the instance carries every tag (case-insensitively, as Consul).

@@ -39,6 +39,11 @@ pub mod table {
         format!("service:{name}")
     }
 
+    /// The index key and topic of the proxies fronting a service.
+    pub fn connect(name: &str) -> String {
+        format!("connect:{name}")
+    }
+
     /// The per-node topic.
     pub fn node(name: &str) -> String {
         format!("node:{name}")
@@ -67,6 +72,9 @@ pub struct StateData {
     /// Derived: (node, instance ID) of each service name. Rebuilt on restore.
     #[serde(skip)]
     by_service: BTreeMap<String, BTreeSet<(String, String)>>,
+    /// Derived: (node, instance ID) of the proxies fronting each service.
+    #[serde(skip)]
+    by_connect: BTreeMap<String, BTreeSet<(String, String)>>,
 }
 
 impl StateData {
@@ -96,13 +104,14 @@ impl StateData {
     /// Rebuilds derived indexes after a snapshot is loaded.
     pub fn rebuild_derived(&mut self) {
         self.by_service.clear();
-        for (node, svcs) in &self.services {
-            for (id, svc) in svcs {
-                self.by_service
-                    .entry(svc.service.clone())
-                    .or_default()
-                    .insert((node.clone(), id.clone()));
-            }
+        self.by_connect.clear();
+        let all: Vec<(String, NodeService)> = self
+            .services
+            .iter()
+            .flat_map(|(node, svcs)| svcs.values().map(move |s| (node.clone(), s.clone())))
+            .collect();
+        for (node, svc) in all {
+            self.index_service(&node, &svc);
         }
     }
 }

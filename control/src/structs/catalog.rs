@@ -21,6 +21,12 @@ pub mod status {
     }
 }
 
+/// Service kinds.
+pub mod kind {
+    /// A sidecar proxy of the service mesh.
+    pub const CONNECT_PROXY: &str = "connect-proxy";
+}
+
 /// The ID of the node health check every agent keeps for itself.
 pub const SERF_HEALTH_CHECK: &str = "serfHealth";
 

@@ -43,6 +43,7 @@ pub(super) fn spawn(
 ) -> Option<JoinHandle<()>> {
     match kind {
         CheckKind::Ttl(ttl) => Some(spawn_ttl(agent, def.id, ttl)),
+        CheckKind::Alias(service) => Some(tokio::spawn(run_alias(agent, def.id, service))),
         CheckKind::Maintenance => None,
         CheckKind::Http | CheckKind::Tcp | CheckKind::Grpc | CheckKind::Script => {
             Some(tokio::spawn(run_interval(agent, def, kind)))
@@ -60,6 +61,23 @@ pub(super) fn spawn_ttl(agent: Weak<Agent>, id: String, ttl: Duration) -> JoinHa
                 .await;
         }
     })
+}
+
+/// An alias check follows the aggregate status of another local service's
+/// checks, re-evaluated on every local change.
+async fn run_alias(agent: Weak<Agent>, id: String, service: String) {
+    let Some(mut changes) = agent.upgrade().map(|a| a.local().subscribe()) else {
+        return;
+    };
+    loop {
+        let Some(a) = agent.upgrade() else { return };
+        let (state, output) = a.alias_status(&id, &service);
+        a.check_result(&id, state, &output).await;
+        drop(a);
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn run_interval(agent: Weak<Agent>, def: CheckDefinition, kind: CheckKind) {
