@@ -94,21 +94,30 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
 }
 
 log "starting mesh (persistent, -data-dir, fsync'd Raft log)"
-mkdir -p "$WORK/mesh-data"
-"$MESH" agent -server -bootstrap -data-dir "$WORK/mesh-data" -node bench \
-    -http-port=0 -dns-port=0 >"$WORK/mesh.out" 2>"$WORK/mesh.err" &
-PIDS+=($!)
-MESH_PID=$!
 mesh_port() { sed -n 's/.*Client Addr:.*(HTTP: \([0-9][0-9]*\),.*/\1/p' "$WORK/mesh.out" | head -n1; }
-deadline=$((SECONDS + 30))
 MESH_PORT=""
-while [[ -z "$MESH_PORT" ]]; do
-    MESH_PORT="$(mesh_port)"
+# -dns-port=0 can fail to start ("DNS TCP listener ... Address already in use": the
+# ephemeral UDP port chosen is taken on TCP); retry a few times with a fresh data dir.
+for attempt in 1 2 3; do
+    rm -rf "$WORK/mesh-data" && mkdir -p "$WORK/mesh-data"
+    "$MESH" agent -server -bootstrap -data-dir "$WORK/mesh-data" -node bench \
+        -http-port=0 -dns-port=0 >"$WORK/mesh.out" 2>"$WORK/mesh.err" &
+    MESH_PID=$!
+    PIDS+=("$MESH_PID")
+    deadline=$((SECONDS + 30))
+    while true; do
+        MESH_PORT="$(mesh_port)"
+        [[ -n "$MESH_PORT" ]] && break
+        if ! kill -0 "$MESH_PID" 2>/dev/null; then
+            log "mesh exited (attempt $attempt): $(tail -n1 "$WORK/mesh.err")"
+            break
+        fi
+        (( SECONDS >= deadline )) && { log "mesh printed no HTTP port"; exit 1; }
+        sleep 0.1
+    done
     [[ -n "$MESH_PORT" ]] && break
-    kill -0 "$MESH_PID" 2>/dev/null || { log "mesh exited:"; cat "$WORK/mesh.err" >&2; exit 1; }
-    (( SECONDS >= deadline )) && { log "mesh printed no HTTP port"; exit 1; }
-    sleep 0.1
 done
+[[ -n "$MESH_PORT" ]] || { log "mesh did not start"; cat "$WORK/mesh.err" >&2; exit 1; }
 MESH_URL="http://127.0.0.1:$MESH_PORT"
 mesh_leader() { curl -fsS "$MESH_URL/v1/status/leader" | grep -q '"[^"]'; }
 wait_for 30 "a mesh Raft leader" mesh_leader
@@ -124,7 +133,8 @@ etcd --name bench --data-dir "$WORK/etcd-data" \
     --listen-peer-urls "$ETCD_PEER" --initial-advertise-peer-urls "$ETCD_PEER" \
     --initial-cluster "bench=$ETCD_PEER" --initial-cluster-state new \
     --log-level warn >"$WORK/etcd.out" 2>"$WORK/etcd.err" &
-PIDS+=($!)
+ETCD_PID=$!
+PIDS+=("$ETCD_PID")
 etcd_healthy() { curl -fsS "$ETCD_URL/health" | grep -q '"health":"true"'; }
 wait_for 30 "etcd /health" etcd_healthy
 
@@ -140,11 +150,25 @@ log "mesh $REV at $MESH_URL, etcd at $ETCD_URL; data in $WORK"
 log "cases: kv-put and catalog-register x clients {$CONCURRENCY}, ${DURATION}s each per system, $ROUNDS round(s)"
 
 # --- run ------------------------------------------------------------------------
-ETCD_PID="${PIDS[1]}"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Other builds on this 2-core machine skew results: say whether any ran.
 noise() { echo "load avg $(cut -d' ' -f1-3 /proc/loadavg), rustc processes running: $(pgrep -c -x rustc || true)"; }
 log "before: $(noise)"
+# Sample once a second while the load runs: is another build (rustc) running? How
+# many snapshots has mesh written (snapshot file mtime changes)?
+(
+    last=""
+    for _ in $(seq 1 1800); do
+        kill -0 "$MESH_PID" 2>/dev/null || break
+        snap="$(stat -c %Y.%s "$WORK/mesh-data/raft/snapshot.json" 2>/dev/null || true)"
+        changed=0
+        [[ -n "$snap" && "$snap" != "$last" ]] && changed=1 && last="$snap"
+        echo "$(date +%s) $(pgrep -c -x rustc || true) $changed"
+        sleep 1
+    done
+) >"$WORK/sampler.txt" 2>/dev/null &
+SAMPLER_PID=$!
+PIDS+=("$SAMPLER_PID")
 MESH_CPU0="$(cpu_ticks "$MESH_PID")"
 ETCD_CPU0="$(cpu_ticks "$ETCD_PID")"
 "$LOADGEN" --mesh "$MESH_URL" --etcd "$ETCD_URL" \
@@ -154,6 +178,9 @@ ETCD_CPU0="$(cpu_ticks "$ETCD_PID")"
 MESH_CPU1="$(cpu_ticks "$MESH_PID")"
 ETCD_CPU1="$(cpu_ticks "$ETCD_PID")"
 log "after: $(noise)"
+kill "$SAMPLER_PID" 2>/dev/null || true
+wait "$SAMPLER_PID" 2>/dev/null || true
+log "during the load: $(awk '{ n++; if ($2 > 0) busy++; snaps += $3 } END { printf "another build (rustc) ran in %d of %d sampled seconds; mesh wrote a new snapshot in %d of them", busy, n, snaps }' "$WORK/sampler.txt")"
 
 # Server CPU per acknowledged write over the whole run (all cases + warm-up).
 HZ="$(getconf CLK_TCK)"

@@ -1,9 +1,75 @@
 //! SPIFFE identities and the built-in certificate authority of mesh.
 //!
-//! This crate will hold root and leaf issuance from CSRs, rotation with
-//! cross-signing, and rustls verifiers that check SPIFFE IDs. It is a pure
-//! library: it opens no sockets. The Connect issue gives it its body; for now it
-//! names the identity format every other crate agrees on.
+//! mesh's service mesh authenticates every sidecar-to-sidecar connection with
+//! mTLS, using Consul Connect's certificate shapes:
+//!
+//! - **Identities** ([`SpiffeId`]): a service is
+//!   `spiffe://<cluster-id>.consul/ns/<ns>/dc/<dc>/svc/<name>`, a CA signs as
+//!   `spiffe://<cluster-id>.consul`.
+//! - **The control plane** keeps [`CaConfiguration`], the [`CaRoot`]s and each
+//!   root's [`CaRootKey`] in Raft. It builds a [`ConsulProvider`] (the
+//!   built-in [`Provider`]) to generate roots, sign CSRs into
+//!   [`IssuedCert`]s, and rotate roots with a cross-signed certificate so
+//!   that no connection breaks during rotation.
+//! - **Agents and proxies** generate their key and CSR locally with
+//!   [`generate_csr`]; the key never travels.
+//! - **Sidecars** verify peers with [`SpiffeServerVerifier`] and
+//!   [`SpiffeClientVerifier`] (rustls, `ring` provider), whose trusted roots
+//!   ([`SharedRoots`]) can be swapped live. [`server_config`] and
+//!   [`client_config`] build ready rustls configs; [`peer_spiffe_id`] names
+//!   the peer after the handshake for authorisation.
+//!
+//! The crate is pure: no sockets, no clock (callers pass `now`), no storage.
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use mesh_ca::{CaConfiguration, ConsulProvider, Provider, SpiffeId, generate_csr};
+//!
+//! let config = CaConfiguration::new("11111111-2222-3333-4444-555555555555");
+//! let now = SystemTime::now();
+//! let bootstrap = ConsulProvider::new(&config)?;
+//! let (root, key) = bootstrap.generate_root(now)?;
+//! let ca = bootstrap.with_active_root(root, &key)?;
+//!
+//! let id = SpiffeId::service(ca.trust_domain(), "default", "dc1", "web")?;
+//! let (csr_pem, _private_key_pem) = generate_csr(&id)?;
+//! let leaf = ca.sign(&csr_pem, Duration::from_secs(72 * 3600), now)?;
+//! assert_eq!(leaf.service_uri, id.uri());
+//! # Ok::<(), mesh_ca::CaError>(())
+//! ```
 
-/// The trust domain suffix Consul uses: `<cluster-id>.consul`.
-pub const TRUST_DOMAIN_SUFFIX: &str = "consul";
+mod config;
+mod csr;
+mod error;
+mod leaf;
+mod provider;
+mod root;
+mod spiffe;
+mod tls;
+mod util;
+mod verify;
+
+#[cfg(test)]
+mod test_util;
+#[cfg(test)]
+mod tests;
+
+pub use config::{
+    parse_go_duration, CaConfiguration, ConsulCaConfig, DEFAULT_INTERMEDIATE_CERT_TTL,
+    DEFAULT_LEAF_CERT_TTL, DEFAULT_PRIVATE_KEY_BITS, DEFAULT_PRIVATE_KEY_TYPE,
+    DEFAULT_ROOT_CERT_TTL, PROVIDER_CONSUL,
+};
+pub use csr::{generate_csr, inspect_csr};
+pub use error::CaError;
+pub use leaf::IssuedCert;
+pub use provider::{ConsulProvider, Provider};
+pub use root::{CaRoot, CaRootKey, IndexedCaRoots, CROSS_SIGN_TTL, ROOT_NAME};
+pub use spiffe::{trust_domain, SpiffeId, DEFAULT_NAMESPACE, TRUST_DOMAIN_SUFFIX};
+pub use tls::{client_config, crypto_provider, server_config};
+pub use verify::{
+    peer_spiffe_id, verify_leaf, ExpectedService, SharedRoots, SpiffeClientVerifier,
+    SpiffeServerVerifier, TrustedRoots,
+};
+
+/// The rustls version this crate's verifiers and configs are built on.
+pub use rustls;

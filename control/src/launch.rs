@@ -50,19 +50,34 @@ impl Running {
     }
 }
 
+/// Binds DNS on UDP and TCP at the same port. With port 0 the UDP socket
+/// picks the port, and TCP may find it taken by another process: try again.
+async fn bind_dns(
+    addr: SocketAddr,
+) -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener), String> {
+    let attempts = if addr.port() == 0 { 32 } else { 1 };
+    let mut last = String::new();
+    for _ in 0..attempts {
+        let udp = tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(|e| format!("DNS UDP listener on {addr}: {e}"))?;
+        let bound = udp.local_addr().map_err(|e| e.to_string())?;
+        match tokio::net::TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = format!("DNS TCP listener on {bound}: {e}"),
+        }
+    }
+    Err(last)
+}
+
 /// Binds, starts and serves. Errors name what failed.
 pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
     let http = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
         .map_err(|e| format!("HTTP listener on {}: {e}", cfg.http_addr))?;
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
-    let udp = tokio::net::UdpSocket::bind(cfg.dns_addr)
-        .await
-        .map_err(|e| format!("DNS UDP listener on {}: {e}", cfg.dns_addr))?;
+    let (udp, tcp) = bind_dns(cfg.dns_addr).await?;
     let dns_addr = udp.local_addr().map_err(|e| e.to_string())?;
-    let tcp = tokio::net::TcpListener::bind(dns_addr)
-        .await
-        .map_err(|e| format!("DNS TCP listener on {dns_addr}: {e}"))?;
     cfg.agent.ports.http = http_addr.port();
     cfg.agent.ports.dns = dns_addr.port();
 

@@ -7,6 +7,7 @@
 //! syncs them to the catalog.
 
 pub mod agent;
+pub mod config_entry;
 pub mod dns;
 pub mod http;
 pub mod raft;

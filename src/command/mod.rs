@@ -2,7 +2,9 @@
 
 mod agent;
 mod catalog;
+mod config;
 mod info;
+mod intention;
 mod kv;
 mod leave;
 mod lock;
@@ -27,8 +29,12 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Interacts with the catalog.
     Catalog(catalog::CatalogArgs),
+    /// Writes, reads, lists and deletes config entries.
+    Config(config::ConfigArgs),
     /// Provides debugging information for operators.
     Info(info::InfoArgs),
+    /// Manages intentions: who may connect to whom.
+    Intention(intention::IntentionArgs),
     /// Interacts with the key-value store.
     Kv(kv::KvArgs),
     /// Gracefully leaves the cluster and shuts the agent down.
@@ -50,7 +56,12 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Agent(a) => return agent::run(a).await,
         Command::Catalog(a) => catalog::run(a).await,
+        Command::Config(a) => config::run(a).await,
         Command::Info(a) => info::run(a).await,
+        Command::Intention(a) => match intention::run(a).await {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
         Command::Kv(a) => kv::run(a).await,
         Command::Leave(a) => leave::run(a).await,
         Command::Lock(a) => return lock::run(a).await,

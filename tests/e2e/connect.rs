@@ -91,3 +91,212 @@ async fn sidecar_ports_are_allocated_from_21000() {
         "127.0.0.1:21000"
     );
 }
+
+#[tokio::test]
+async fn intentions_through_the_api_and_the_cli() {
+    let a = Agent::start(&[]);
+    let check = |src: &'static str, dst: &'static str| {
+        let a = &a;
+        async move {
+            a.get(&format!(
+                "/v1/connect/intentions/check?source={src}&destination={dst}"
+            ))
+            .await
+            .json()["Allowed"]
+                .as_bool()
+                .unwrap()
+        }
+    };
+    assert!(
+        check("web", "socat").await,
+        "allowed by default with ACLs off"
+    );
+
+    let out = a.cli(&["intention", "create", "-deny", "web", "socat"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Created: web => socat (deny)\n"
+    );
+    assert!(!check("web", "socat").await);
+    assert!(check("api", "socat").await);
+    let again = a.cli(&["intention", "create", "-deny", "web", "socat"]);
+    assert!(!again.status.success(), "exists without -replace");
+
+    let denied = a.cli(&["intention", "check", "web", "socat"]);
+    assert_eq!(denied.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&denied.stdout), "Denied\n");
+
+    // A wildcard deny loses to the exact allow; precedence as Consul.
+    a.put_ok(
+        "/v1/connect/intentions/exact?source=*&destination=socat",
+        r#"{"Action":"deny"}"#,
+    )
+    .await;
+    a.put_ok(
+        "/v1/connect/intentions/exact?source=api&destination=socat",
+        r#"{"Action":"allow","Description":"api may"}"#,
+    )
+    .await;
+    assert!(check("api", "socat").await);
+    assert!(!check("other", "socat").await);
+    let m = a
+        .get("/v1/connect/intentions/match?by=destination&name=socat")
+        .await
+        .json();
+    let order: Vec<(String, i64)> = m["socat"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["SourceName"].as_str().unwrap().to_string(),
+                i["Precedence"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        vec![("api".into(), 9), ("web".into(), 9), ("*".into(), 8)]
+    );
+
+    let one = a
+        .get("/v1/connect/intentions/exact?source=api&destination=socat")
+        .await
+        .json();
+    assert_eq!(one["Description"], "api may");
+    assert_eq!(one["Action"], "allow");
+    assert_eq!(
+        a.get("/v1/connect/intentions/exact?source=x&destination=y")
+            .await
+            .status,
+        404
+    );
+
+    let authz = a
+        .req(
+            "POST",
+            "/v1/agent/connect/authorize",
+            Some(r#"{"Target":"socat","ClientCertURI":"spiffe://1111.consul/ns/default/dc/dc1/svc/web"}"#),
+        )
+        .await
+        .json();
+    assert_eq!(authz["Authorized"], false);
+    assert!(authz["Reason"].as_str().unwrap().contains("web => socat"));
+
+    // They are stored as a service-intentions config entry.
+    let entry = a.get("/v1/config/service-intentions/socat").await.json();
+    assert_eq!(entry["Kind"], "service-intentions");
+    assert_eq!(entry["Sources"].as_array().unwrap().len(), 3);
+
+    assert!(a
+        .cli(&["intention", "delete", "web", "socat"])
+        .status
+        .success());
+    assert!(check("api", "socat").await);
+    assert!(
+        !check("web", "socat").await,
+        "the wildcard deny now decides"
+    );
+    let list = String::from_utf8_lossy(&a.cli(&["intention", "list"]).stdout).into_owned();
+    assert!(list.contains("api") && !list.contains("web"), "{list}");
+
+    let bad = a
+        .put(
+            "/v1/connect/intentions/exact?source=a&destination=b",
+            r#"{"Action":"maybe"}"#,
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(
+        a.put(
+            "/v1/connect/intentions/exact?source=a",
+            r#"{"Action":"allow"}"#
+        )
+        .await
+        .status,
+        400
+    );
+}
+
+#[tokio::test]
+async fn config_entries_from_hcl_files() {
+    let a = Agent::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = crate::support::write_file(
+        dir.path(),
+        "intentions.hcl",
+        "Kind = \"service-intentions\"\nName = \"db\"\nSources = [\n  {\n    Name   = \"web\"\n    Action = \"allow\"\n  },\n  {\n    Name   = \"*\"\n    Action = \"deny\"\n  }\n]\n",
+    );
+    let out = a.cli(&["config", "write", &file.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Config entry written: service-intentions/db\n"
+    );
+    let read = a.cli(&[
+        "config",
+        "read",
+        "-kind",
+        "service-intentions",
+        "-name",
+        "db",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    assert_eq!(v["Sources"][1]["Precedence"], 8);
+    assert_eq!(
+        String::from_utf8_lossy(
+            &a.cli(&["config", "list", "-kind", "service-intentions"])
+                .stdout
+        ),
+        "db\n"
+    );
+    let idx = v["ModifyIndex"].as_u64().unwrap();
+    let body = r#"{"Kind":"service-intentions","Name":"db","Sources":[]}"#;
+    assert_eq!(
+        a.put(&format!("/v1/config?cas={}", idx + 1), body)
+            .await
+            .text,
+        "false"
+    );
+    assert_eq!(
+        a.put(&format!("/v1/config?cas={idx}"), body).await.text,
+        "true"
+    );
+
+    let bad = crate::support::write_file(
+        dir.path(),
+        "bad.hcl",
+        "Kind = \"service-intentions\"\nName = \"db\"\nSources = [\n  {\n    Name   = \"web\"\n    Action = \"perhaps\"\n  }\n]\n",
+    );
+    let out = a.cli(&["config", "write", &bad.display().to_string()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("perhaps"));
+    assert_eq!(
+        a.put("/v1/config", r#"{"Kind":"nonsense","Name":"x"}"#)
+            .await
+            .status,
+        400
+    );
+    assert_eq!(a.get("/v1/config/nonsense").await.status, 400);
+    assert!(a
+        .cli(&[
+            "config",
+            "delete",
+            "-kind",
+            "service-intentions",
+            "-name",
+            "db"
+        ])
+        .status
+        .success());
+    assert_eq!(a.get("/v1/config/service-intentions/db").await.status, 404);
+}

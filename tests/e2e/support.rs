@@ -81,7 +81,7 @@ impl Agent {
             Err(_) => {
                 let _ = child.kill();
                 let log = std::fs::read_to_string(&log).unwrap_or_default();
-                panic!("agent did not start within 60s; log:\n{log}");
+                panic!("agent did not start (exited, or no address line within 60s); log:\n{log}");
             }
         };
         let http_port = port_after(&line, "HTTP: ");

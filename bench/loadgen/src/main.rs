@@ -204,6 +204,8 @@ struct CaseResult {
     elapsed: Duration,
     p50_us: u64,
     p99_us: u64,
+    /// Fewest writes completed in any whole second of the run: shows stalls.
+    worst_second: u64,
 }
 
 impl CaseResult {
@@ -246,6 +248,7 @@ async fn run_case(
             // One client per worker: each worker owns one keep-alive connection.
             let http = client();
             let mut lat: Vec<u32> = Vec::with_capacity(4096);
+            let mut per_second: Vec<u64> = vec![0; duration.as_secs() as usize + 2];
             let mut errors = 0u64;
             let mut first_error = None;
             let mut i = 0u64;
@@ -278,7 +281,13 @@ async fn run_case(
                     Err(e) => Err(e.to_string()),
                 };
                 match outcome {
-                    Ok(()) => lat.push(dt.as_micros().min(u32::MAX as u128) as u32),
+                    Ok(()) => {
+                        lat.push(dt.as_micros().min(u32::MAX as u128) as u32);
+                        let sec = (t0 + dt - start).as_secs() as usize;
+                        if let Some(c) = per_second.get_mut(sec) {
+                            *c += 1;
+                        }
+                    }
                     Err(e) => {
                         errors += 1;
                         first_error.get_or_insert(e);
@@ -289,21 +298,31 @@ async fn run_case(
                     }
                 }
             }
-            (lat, errors, first_error)
+            (lat, per_second, errors, first_error)
         }));
     }
     let mut all: Vec<u32> = Vec::new();
+    let mut per_second: Vec<u64> = Vec::new();
     let mut errors = 0;
     let mut first_error = None;
     for h in handles {
-        let (lat, e, fe) = h.await.expect("worker panicked");
+        let (lat, ps, e, fe) = h.await.expect("worker panicked");
         all.extend(lat);
+        for (i, c) in ps.into_iter().enumerate() {
+            if i >= per_second.len() {
+                per_second.resize(i + 1, 0);
+            }
+            per_second[i] += c;
+        }
         errors += e;
         if first_error.is_none() {
             first_error = fe;
         }
     }
     let elapsed = start.elapsed();
+    // Only whole seconds inside the run count (the last partial second is dropped).
+    let whole = (elapsed.as_secs() as usize).min(per_second.len());
+    let worst_second = per_second[..whole].iter().copied().min().unwrap_or(0);
     all.sort_unstable();
     let pct = |p: f64| -> u64 {
         if all.is_empty() {
@@ -322,6 +341,7 @@ async fn run_case(
         elapsed,
         p50_us: pct(0.50),
         p99_us: pct(0.99),
+        worst_second,
     }
 }
 
@@ -404,7 +424,7 @@ async fn main() {
                     )
                     .await;
                     eprintln!(
-                        "  {:<17} c={:<3} round {} {:<4}: {:>8} ok {:>4} err in {:>6.2}s  {:>9.1} ops/s  p50 {:>8} ms  p99 {:>8} ms",
+                        "  {:<17} c={:<3} round {} {:<4}: {:>8} ok {:>4} err in {:>6.2}s  {:>9.1} ops/s  p50 {:>8} ms  p99 {:>8} ms  worst 1s {:>6}",
                         wl.name(),
                         conc,
                         round + 1,
@@ -415,6 +435,7 @@ async fn main() {
                         r.ops_per_sec(),
                         ms(r.p50_us),
                         ms(r.p99_us),
+                        r.worst_second,
                     );
                     if r.errors > 0 {
                         failed = true;
@@ -501,10 +522,10 @@ async fn main() {
     }
     if let Some(path) = &args.raw {
         // One line per measured run, plus the warm-up totals, for CPU-per-write maths.
-        let mut raw = String::from("case\tclients\tsystem\tok\terrors\tsecs\tops_per_sec\tp50_ms\tp99_ms\n");
+        let mut raw = String::from("case\tclients\tsystem\tok\terrors\tsecs\tops_per_sec\tp50_ms\tp99_ms\tworst_1s\n");
         for r in &results {
             raw.push_str(&format!(
-                "{}\t{}\t{}\t{}\t{}\t{:.3}\t{:.1}\t{:.3}\t{:.3}\n",
+                "{}\t{}\t{}\t{}\t{}\t{:.3}\t{:.1}\t{:.3}\t{:.3}\t{}\n",
                 r.wl.name(),
                 r.conc,
                 r.sys.name(),
@@ -513,11 +534,12 @@ async fn main() {
                 r.elapsed.as_secs_f64(),
                 r.ops_per_sec(),
                 r.p50_us as f64 / 1000.0,
-                r.p99_us as f64 / 1000.0
+                r.p99_us as f64 / 1000.0,
+                r.worst_second
             ));
         }
         for (sys, n) in &warmup_ops {
-            raw.push_str(&format!("warmup\t4\t{}\t{n}\t0\t0\t0\t0\t0\n", sys.name()));
+            raw.push_str(&format!("warmup\t4\t{}\t{n}\t0\t0\t0\t0\t0\t0\n", sys.name()));
         }
         if let Err(e) = std::fs::write(path, raw) {
             eprintln!("writing {path}: {e}");

@@ -7,8 +7,10 @@
 mod agent;
 mod blocking;
 mod catalog;
+mod config;
 mod error;
 mod health;
+mod intentions;
 mod internal;
 mod kv;
 mod query;
@@ -140,6 +142,8 @@ pub fn router(state: ApiState) -> Router {
         .merge(catalog::routes())
         .merge(health::routes())
         .merge(internal::routes())
+        .merge(config::routes())
+        .merge(intentions::routes())
         .merge(kv::routes())
         .merge(session::routes())
         .merge(status::routes())

@@ -1,5 +1,6 @@
 //! The one enum of everything the log can say, and what applying it returns.
 
+use crate::config_entry::{intentions::Action, ConfigEntry};
 use crate::state::{Changes, StateData, StateError, TxnOp, TxnResults};
 use crate::structs::{DeregisterRequest, DirEntry, KvOp, RegisterRequest, Session};
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,40 @@ pub enum Command {
         /// Proposal time (unix ms).
         now_ms: u64,
     },
+    /// A config entry write, optionally check-and-set.
+    ConfigEntrySet {
+        /// The validated entry.
+        entry: ConfigEntry,
+        /// Write only if the entry's ModifyIndex is this (0: absent).
+        cas: Option<u64>,
+    },
+    /// A config entry deletion, optionally check-and-set.
+    ConfigEntryDelete {
+        /// The kind.
+        kind: String,
+        /// The name.
+        name: String,
+        /// Delete only if the entry's ModifyIndex is this.
+        cas: Option<u64>,
+    },
+    /// Creates or replaces one intention inside its destination's entry.
+    IntentionUpsert {
+        /// The source service or `*`.
+        source: String,
+        /// The destination service or `*`.
+        destination: String,
+        /// Allow or deny.
+        action: Action,
+        /// Free text.
+        description: String,
+    },
+    /// Deletes one intention.
+    IntentionDelete {
+        /// The source service or `*`.
+        source: String,
+        /// The destination service or `*`.
+        destination: String,
+    },
 }
 
 /// What applying a command returned.
@@ -96,6 +131,29 @@ impl Command {
             Command::SessionDestroy { id, now_ms } => {
                 CommandResult::Bool(data.destroy_session(index, *now_ms, id, changes))
             }
+            Command::ConfigEntrySet { entry, cas } => {
+                CommandResult::Bool(data.config_set(index, entry, *cas, changes))
+            }
+            Command::ConfigEntryDelete { kind, name, cas } => {
+                CommandResult::Bool(data.config_delete(index, kind, name, *cas, changes))
+            }
+            Command::IntentionUpsert {
+                source,
+                destination,
+                action,
+                description,
+            } => done(data.intention_upsert(
+                index,
+                source,
+                destination,
+                *action,
+                description,
+                changes,
+            )),
+            Command::IntentionDelete {
+                source,
+                destination,
+            } => CommandResult::Bool(data.intention_delete(index, source, destination, changes)),
         }
     }
 }

@@ -6,12 +6,14 @@
 //! come only from the Raft state machine; reads never mutate.
 
 mod catalog;
+mod config_entry;
 mod error;
 mod kv;
 mod session;
 mod txn;
 pub mod watch;
 
+pub use config_entry::{config_topic, CONFIG_ENTRIES};
 pub use error::StateError;
 pub use txn::{TxnError, TxnOp, TxnResult, TxnResults};
 pub use watch::{Changes, Topic, WatchHub, WatchSet};
@@ -69,6 +71,9 @@ pub struct StateData {
     pub lock_delays: BTreeMap<String, u64>,
     /// The highest index that changed each table (and each service name).
     pub indexes: BTreeMap<String, u64>,
+    /// Config entries by kind, then name.
+    #[serde(default)]
+    pub config_entries: BTreeMap<String, BTreeMap<String, crate::config_entry::ConfigEntry>>,
     /// Derived: (node, instance ID) of each service name. Rebuilt on restore.
     #[serde(skip)]
     by_service: BTreeMap<String, BTreeSet<(String, String)>>,

@@ -1,0 +1,211 @@
+//! `/v1/connect/intentions/*` and `/v1/agent/connect/authorize`: intentions
+//! by source and destination name, kept in `service-intentions` entries.
+
+use super::{Api, ApiError, ApiState, Ctx};
+use crate::config_entry::intentions::{decide, sort_by_precedence, Action, Intention, WILDCARD};
+use crate::config_entry::kind::SERVICE_INTENTIONS;
+use crate::raft::Command;
+use crate::state::{config_topic, Topic};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// With ACLs off, connections no intention covers are allowed (as Consul).
+pub const DEFAULT_POLICY: Action = Action::Allow;
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/connect/intentions", get(list))
+        .route(
+            "/v1/connect/intentions/exact",
+            get(exact_get).put(exact_put).delete(exact_delete),
+        )
+        .route("/v1/connect/intentions/match", get(matches))
+        .route("/v1/connect/intentions/check", get(check))
+        .route("/v1/agent/connect/authorize", post(authorize))
+}
+
+fn topic() -> Topic {
+    Topic::Exact(config_topic(SERVICE_INTENTIONS))
+}
+
+/// Every intention and the index they were read at.
+fn read_all(d: &crate::state::StateData) -> (u64, Vec<Intention>) {
+    (d.index(&config_topic(SERVICE_INTENTIONS)), d.intentions())
+}
+
+fn required<'a>(ctx: &'a Ctx, name: &str) -> Result<&'a str, ApiError> {
+    ctx.params
+        .get(name)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::bad_request(format!("required query parameter '{name}' not set")))
+}
+
+async fn list(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
+    let opts = ctx.query()?;
+    let (qm, mut all) = api.blocking(&opts, &[topic()], read_all).await?;
+    sort_by_precedence(&mut all);
+    Ok(qm.json(&super::apply_filter(all, opts.filter.as_deref())?))
+}
+
+fn find(all: Vec<Intention>, source: &str, destination: &str) -> Option<Intention> {
+    all.into_iter()
+        .find(|i| i.source_name == source && i.destination_name == destination)
+}
+
+async fn exact_get(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
+    let (source, destination) = (required(&ctx, "source")?, required(&ctx, "destination")?);
+    let (index, all) = read_all(&api.node.store().read());
+    let found = find(all, source, destination);
+    match found {
+        Some(i) => Ok(api.meta(index).json(&i)),
+        None => Err(ApiError::not_found("Intention not found")),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct ExactBody {
+    action: Option<Action>,
+    description: String,
+    source_type: String,
+    permissions: Option<Value>,
+}
+
+async fn exact_put(State(api): Api, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
+    let (source, destination) = (required(&ctx, "source")?, required(&ctx, "destination")?);
+    let b: ExactBody = super::decode_body(&body)?;
+    if b.permissions.is_some() {
+        return Err(ApiError::bad_request(
+            "L7 Permissions are not supported yet",
+        ));
+    }
+    if !b.source_type.is_empty() && b.source_type != "consul" {
+        return Err(ApiError::bad_request("SourceType must be \"consul\""));
+    }
+    let action = b
+        .action
+        .ok_or_else(|| ApiError::bad_request("Action must be set to 'allow' or 'deny'"))?;
+    api.write(Command::IntentionUpsert {
+        source: source.to_string(),
+        destination: destination.to_string(),
+        action,
+        description: b.description,
+    })
+    .await?;
+    Ok(Json(true).into_response())
+}
+
+async fn exact_delete(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
+    let (source, destination) = (required(&ctx, "source")?, required(&ctx, "destination")?);
+    api.write(Command::IntentionDelete {
+        source: source.to_string(),
+        destination: destination.to_string(),
+    })
+    .await?;
+    Ok(Json(true).into_response())
+}
+
+async fn matches(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
+    let by = required(&ctx, "by")?;
+    if by != "source" && by != "destination" {
+        return Err(ApiError::bad_request(format!(
+            "'by' parameter must be 'source' or 'destination', got {by:?}"
+        )));
+    }
+    let names = ctx.params.all("name");
+    if names.is_empty() {
+        return Err(ApiError::bad_request(
+            "required query parameter 'name' not set",
+        ));
+    }
+    let opts = ctx.query()?;
+    let (qm, all) = api.blocking(&opts, &[topic()], read_all).await?;
+    let mut out = Map::new();
+    for name in names {
+        let mut hits: Vec<Intention> = all
+            .iter()
+            .filter(|i| {
+                let side = if by == "source" {
+                    &i.source_name
+                } else {
+                    &i.destination_name
+                };
+                side == &name || side == WILDCARD
+            })
+            .cloned()
+            .collect();
+        sort_by_precedence(&mut hits);
+        out.insert(name, serde_json::to_value(hits).unwrap_or_default());
+    }
+    Ok(qm.json(&Value::Object(out)))
+}
+
+async fn check(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
+    let (source, destination) = (required(&ctx, "source")?, required(&ctx, "destination")?);
+    let all = api.node.store().read().intentions();
+    let (action, _) = decide(&all, source, destination, DEFAULT_POLICY);
+    Ok(Json(json!({ "Allowed": action == Action::Allow })).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct AuthorizeBody {
+    target: String,
+    #[serde(rename = "ClientCertURI")]
+    client_cert_uri: String,
+}
+
+/// The service named by a SPIFFE service URI.
+fn spiffe_service(uri: &str) -> Option<&str> {
+    let rest = uri.strip_prefix("spiffe://")?;
+    let (_, path) = rest.split_once('/')?;
+    path.rsplit_once("/svc/")
+        .map(|(_, svc)| svc)
+        .filter(|s| !s.is_empty() && !s.contains('/'))
+}
+
+async fn authorize(State(api): Api, _ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
+    let b: AuthorizeBody = super::decode_body(&body)?;
+    if b.target.is_empty() {
+        return Err(ApiError::bad_request("Target service must be specified"));
+    }
+    let source = spiffe_service(&b.client_cert_uri).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "ClientCertURI not a valid Connect identifier: {:?}",
+            b.client_cert_uri
+        ))
+    })?;
+    let all = api.node.store().read().intentions();
+    let (action, by) = decide(&all, source, &b.target, DEFAULT_POLICY);
+    let reason = match by {
+        Some(i) => format!(
+            "Matched L4 intention: {} => {} ({})",
+            i.source_name,
+            i.destination_name,
+            i.action.as_str()
+        ),
+        None => "Default behavior configured by ACLs".to_string(),
+    };
+    Ok(Json(json!({ "Authorized": action == Action::Allow, "Reason": reason })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spiffe_service;
+
+    #[test]
+    fn spiffe_uris_name_their_service() {
+        assert_eq!(
+            spiffe_service("spiffe://11111111.consul/ns/default/dc/dc1/svc/web"),
+            Some("web")
+        );
+        assert_eq!(spiffe_service("spiffe://td/ns/default/dc/dc1/svc/"), None);
+        assert_eq!(spiffe_service("https://td/svc/web"), None);
+        assert_eq!(spiffe_service("spiffe://td"), None);
+    }
+}

@@ -1,0 +1,167 @@
+//! The config entries table, and intentions kept inside `service-intentions`
+//! entries.
+
+use super::{Changes, StateData, StateError};
+use crate::config_entry::intentions::{self, Action, Intention, SourceIntention};
+use crate::config_entry::{kind, ConfigEntry};
+use crate::structs::RaftIndex;
+
+/// The table's index key and topic.
+pub const CONFIG_ENTRIES: &str = "config_entries";
+
+/// The topic of one kind's entries.
+pub fn config_topic(kind: &str) -> String {
+    format!("config:{kind}")
+}
+
+impl StateData {
+    fn bump_config(&mut self, index: u64, kind: &str, changes: &mut Changes) {
+        self.bump(CONFIG_ENTRIES, index, changes);
+        self.bump(&config_topic(kind), index, changes);
+    }
+
+    /// Writes an entry; with `cas`, only if its current `ModifyIndex` matches
+    /// (0: only if absent). Returns whether it was written.
+    pub fn config_set(
+        &mut self,
+        index: u64,
+        entry: &ConfigEntry,
+        cas: Option<u64>,
+        changes: &mut Changes,
+    ) -> bool {
+        let existing = self.config_get(&entry.kind, &entry.name).map(|e| e.raft);
+        if let Some(want) = cas {
+            if existing.map(|r| r.modify_index).unwrap_or(0) != want {
+                return false;
+            }
+        }
+        let mut e = entry.clone();
+        e.raft = RaftIndex {
+            create_index: existing.map(|r| r.create_index).unwrap_or(index),
+            modify_index: index,
+        };
+        self.config_entries
+            .entry(e.kind.clone())
+            .or_default()
+            .insert(e.name.clone(), e);
+        self.bump_config(index, &entry.kind, changes);
+        true
+    }
+
+    /// Deletes an entry; with `cas`, only if its `ModifyIndex` matches.
+    pub fn config_delete(
+        &mut self,
+        index: u64,
+        kind: &str,
+        name: &str,
+        cas: Option<u64>,
+        changes: &mut Changes,
+    ) -> bool {
+        let current = self.config_get(kind, name).map(|e| e.raft.modify_index);
+        if cas.is_some_and(|want| current != Some(want)) {
+            return false;
+        }
+        if current.is_none() {
+            return true;
+        }
+        if let Some(by_name) = self.config_entries.get_mut(kind) {
+            by_name.remove(name);
+            if by_name.is_empty() {
+                self.config_entries.remove(kind);
+            }
+        }
+        self.bump_config(index, kind, changes);
+        true
+    }
+
+    /// One entry.
+    pub fn config_get(&self, kind: &str, name: &str) -> Option<&ConfigEntry> {
+        self.config_entries.get(kind)?.get(name)
+    }
+
+    /// Every entry of a kind, by name.
+    pub fn config_list(&self, kind: &str) -> Vec<&ConfigEntry> {
+        self.config_entries
+            .get(kind)
+            .map(|m| m.values().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every intention, flattened from the `service-intentions` entries.
+    pub fn intentions(&self) -> Vec<Intention> {
+        self.config_list(kind::SERVICE_INTENTIONS)
+            .into_iter()
+            .flat_map(intentions::from_entry)
+            .collect()
+    }
+
+    /// Creates or replaces the intention `source` → `destination`.
+    pub fn intention_upsert(
+        &mut self,
+        index: u64,
+        source: &str,
+        destination: &str,
+        action: Action,
+        description: &str,
+        changes: &mut Changes,
+    ) -> Result<(), StateError> {
+        let mut body = self
+            .config_get(kind::SERVICE_INTENTIONS, destination)
+            .map(|e| e.body.clone())
+            .unwrap_or_else(
+                || serde_json::json!({"Kind": kind::SERVICE_INTENTIONS, "Name": destination}),
+            );
+        let mut entry: intentions::ServiceIntentions =
+            serde_json::from_value(body.take()).map_err(|e| StateError::Invalid(e.to_string()))?;
+        entry.sources.retain(|s| s.name != source);
+        entry.sources.push(SourceIntention {
+            name: source.to_string(),
+            action,
+            description: description.to_string(),
+            source_type: "consul".into(),
+            precedence: intentions::precedence(source, destination),
+            legacy_id: String::new(),
+            legacy_meta: None,
+            namespace: String::new(),
+            partition: String::new(),
+        });
+        entry.sources.sort_by(|a, b| a.name.cmp(&b.name));
+        let body = serde_json::to_value(entry).map_err(|e| StateError::Invalid(e.to_string()))?;
+        let e = crate::config_entry::parse(body).map_err(StateError::Invalid)?;
+        self.config_set(index, &e, None, changes);
+        Ok(())
+    }
+
+    /// Deletes the intention `source` → `destination`; false if absent.
+    pub fn intention_delete(
+        &mut self,
+        index: u64,
+        source: &str,
+        destination: &str,
+        changes: &mut Changes,
+    ) -> bool {
+        let Some(existing) = self.config_get(kind::SERVICE_INTENTIONS, destination) else {
+            return false;
+        };
+        let Ok(mut entry) =
+            serde_json::from_value::<intentions::ServiceIntentions>(existing.body.clone())
+        else {
+            return false;
+        };
+        let before = entry.sources.len();
+        entry.sources.retain(|s| s.name != source);
+        if entry.sources.len() == before {
+            return false;
+        }
+        if entry.sources.is_empty() {
+            return self.config_delete(index, kind::SERVICE_INTENTIONS, destination, None, changes);
+        }
+        let Ok(body) = serde_json::to_value(entry) else {
+            return false;
+        };
+        match crate::config_entry::parse(body) {
+            Ok(e) => self.config_set(index, &e, None, changes),
+            Err(_) => false,
+        }
+    }
+}
