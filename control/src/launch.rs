@@ -2,10 +2,12 @@
 //! and DNS, in that order, so a taken port fails fast and nothing serves
 //! before the state it serves exists.
 
+use crate::agent::leaf::LeafCache;
 use crate::agent::{Agent, AgentConfig};
 use crate::dns::{DnsConfig, DnsServer, StoreCatalog};
 use crate::http::{router, ApiState};
 use crate::raft::{RaftConfig, RaftNode};
+use crate::server::ca::{CaManager, CSR_MAX_PER_SECOND};
 use crate::server::SessionTimers;
 use crate::state::Store;
 use std::net::SocketAddr;
@@ -97,6 +99,11 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
         .await
         .map_err(|e| format!("waiting for a Raft leader: {e}"))?;
 
+    let ca = Arc::new(CaManager::new(node.clone(), CSR_MAX_PER_SECOND));
+    ca.initialize()
+        .await
+        .map_err(|e| format!("initializing the CA: {e}"))?;
+    let leaves = LeafCache::start(ca.clone(), store.clone(), cfg.agent.datacenter.clone());
     let agent = Agent::start(cfg.agent.clone(), node.clone()).await?;
     let sessions = Arc::new(SessionTimers::new(node.clone()));
     sessions.reset_all();
@@ -118,8 +125,10 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
         node: node.clone(),
         agent: agent.clone(),
         sessions,
+        ca: ca.clone(),
+        leaves,
     });
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(ca.run())];
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app).await {
             tracing::error!(error = %e, "HTTP server stopped");

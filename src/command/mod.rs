@@ -3,6 +3,7 @@
 mod agent;
 mod catalog;
 mod config;
+mod connect;
 mod info;
 mod intention;
 mod kv;
@@ -31,6 +32,8 @@ enum Command {
     Catalog(catalog::CatalogArgs),
     /// Writes, reads, lists and deletes config entries.
     Config(config::ConfigArgs),
+    /// Manages the service mesh's certificate authority.
+    Connect(connect::ConnectArgs),
     /// Provides debugging information for operators.
     Info(info::InfoArgs),
     /// Manages intentions: who may connect to whom.
@@ -57,6 +60,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Agent(a) => return agent::run(a).await,
         Command::Catalog(a) => catalog::run(a).await,
         Command::Config(a) => config::run(a).await,
+        Command::Connect(a) => connect::run(a).await,
         Command::Info(a) => info::run(a).await,
         Command::Intention(a) => match intention::run(a).await {
             Ok(code) => return ExitCode::from(code),

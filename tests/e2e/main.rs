@@ -2,6 +2,7 @@
 //! and talks to it as users do, over HTTP, DNS and the CLI.
 
 mod blocking;
+mod ca;
 mod catalog;
 mod cli;
 mod config;

@@ -4,6 +4,7 @@
 mod checks;
 pub mod config_file;
 pub mod definition;
+pub mod leaf;
 mod local;
 mod persist;
 mod sidecar;

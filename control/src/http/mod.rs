@@ -8,6 +8,7 @@ mod agent;
 mod blocking;
 mod catalog;
 mod config;
+mod connect_ca;
 mod error;
 mod health;
 mod intentions;
@@ -40,6 +41,10 @@ pub struct ApiState {
     pub agent: Arc<Agent>,
     /// Session TTL timers (a leader duty).
     pub sessions: Arc<crate::server::SessionTimers>,
+    /// The certificate authority (a leader duty).
+    pub ca: Arc<crate::server::ca::CaManager>,
+    /// The agent's leaf certificates.
+    pub leaves: Arc<crate::agent::leaf::LeafCache>,
 }
 
 /// The request's context: its query parameters, its target datacenter and its
@@ -143,6 +148,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(health::routes())
         .merge(internal::routes())
         .merge(config::routes())
+        .merge(connect_ca::routes())
         .merge(intentions::routes())
         .merge(kv::routes())
         .merge(session::routes())

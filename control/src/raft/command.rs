@@ -1,6 +1,7 @@
 //! The one enum of everything the log can say, and what applying it returns.
 
 use crate::config_entry::{intentions::Action, ConfigEntry};
+use crate::state::ca::CaState;
 use crate::state::{Changes, StateData, StateError, TxnOp, TxnResults};
 use crate::structs::{DeregisterRequest, DirEntry, KvOp, RegisterRequest, Session};
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,11 @@ pub enum Command {
         /// The destination service or `*`.
         destination: String,
     },
+    /// Replaces the CA's configuration, roots and keys.
+    CaSet {
+        /// The new CA state.
+        ca: Box<CaState>,
+    },
 }
 
 /// What applying a command returned.
@@ -154,6 +160,10 @@ impl Command {
                 source,
                 destination,
             } => CommandResult::Bool(data.intention_delete(index, source, destination, changes)),
+            Command::CaSet { ca } => {
+                data.ca_set(index, ca, changes);
+                CommandResult::Done
+            }
         }
     }
 }

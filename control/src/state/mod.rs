@@ -5,6 +5,7 @@
 //! [`WatchHub`] so blocking queries wake when the data they read changes. Writes
 //! come only from the Raft state machine; reads never mutate.
 
+pub mod ca;
 mod catalog;
 mod config_entry;
 mod error;
@@ -71,6 +72,9 @@ pub struct StateData {
     pub lock_delays: BTreeMap<String, u64>,
     /// The highest index that changed each table (and each service name).
     pub indexes: BTreeMap<String, u64>,
+    /// The certificate authority.
+    #[serde(default)]
+    pub ca: ca::CaState,
     /// Config entries by kind, then name.
     #[serde(default)]
     pub config_entries: BTreeMap<String, BTreeMap<String, crate::config_entry::ConfigEntry>>,

@@ -1,0 +1,138 @@
+//! The Connect CA: roots, leaves, configuration and rotation.
+
+use crate::support::{write_file, Agent};
+use std::process::Command;
+use std::time::Duration;
+
+/// Verifies `leaf` (with its chain) against `root` with openssl, an
+/// independent verifier.
+fn openssl_verifies(dir: &std::path::Path, root: &str, chain: &str) -> bool {
+    let root_file = write_file(dir, "root.pem", root);
+    let certs: Vec<&str> = chain.split_inclusive("-----END CERTIFICATE-----").collect();
+    let leaf_file = write_file(dir, "leaf.pem", certs[0]);
+    let untrusted = write_file(dir, "chain.pem", &certs[1..].concat());
+    let mut cmd = Command::new("openssl");
+    cmd.arg("verify").arg("-CAfile").arg(&root_file);
+    if certs.len() > 1 && !certs[1].trim().is_empty() {
+        cmd.arg("-untrusted").arg(&untrusted);
+    }
+    let out = cmd.arg(&leaf_file).output().expect("openssl");
+    out.status.success()
+}
+
+#[tokio::test]
+async fn roots_leaves_and_rotation() {
+    let a = Agent::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let roots = a.get("/v1/connect/ca/roots").await;
+    let r = roots.json();
+    let td = r["TrustDomain"].as_str().unwrap().to_string();
+    assert!(td.ends_with(".consul"), "{td}");
+    assert_eq!(r["Roots"].as_array().unwrap().len(), 1);
+    assert_eq!(r["Roots"][0]["Active"], true);
+    assert_eq!(r["ActiveRootID"], r["Roots"][0]["ID"]);
+    let root1 = r["Roots"][0]["RootCert"].as_str().unwrap().to_string();
+    assert_eq!(
+        a.get("/v1/agent/connect/ca/roots").await.json()["ActiveRootID"],
+        r["ActiveRootID"]
+    );
+
+    let leaf = a.get("/v1/agent/connect/ca/leaf/web").await;
+    let l = leaf.json();
+    assert_eq!(l["Service"], "web");
+    assert_eq!(
+        l["ServiceURI"],
+        format!("spiffe://{td}/ns/default/dc/dc1/svc/web")
+    );
+    assert!(l["PrivateKeyPEM"].as_str().unwrap().contains("PRIVATE KEY"));
+    let chain = l["CertPEM"].as_str().unwrap().to_string();
+    assert!(
+        openssl_verifies(dir.path(), &root1, &chain),
+        "leaf chains to the root"
+    );
+    let again = a.get("/v1/agent/connect/ca/leaf/web").await.json();
+    assert_eq!(again["SerialNumber"], l["SerialNumber"], "cached");
+
+    let config = a.get("/v1/connect/ca/configuration").await.json();
+    assert_eq!(config["Provider"], "consul");
+    assert_eq!(config["Config"]["LeafCertTTL"], "72h");
+    assert_eq!(
+        format!("{}.consul", config["ClusterID"].as_str().unwrap()),
+        td
+    );
+
+    // A blocking leaf query wakes when a rotation re-issues the leaf.
+    let waiter = {
+        let url = format!(
+            "{}/v1/agent/connect/ca/leaf/web?index={}&wait=30s",
+            a.base, leaf.index
+        );
+        let client = a.client.clone();
+        tokio::spawn(async move { client.get(url).send().await.unwrap().text().await.unwrap() })
+    };
+    let file = write_file(
+        dir.path(),
+        "ca.json",
+        r#"{"Provider":"consul","Config":{"RootCertTTL":"43800h"}}"#,
+    );
+    let out = a.cli(&[
+        "connect",
+        "ca",
+        "set-config",
+        "-config-file",
+        &file.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = a.get("/v1/connect/ca/roots").await.json();
+    let roots = r["Roots"].as_array().unwrap();
+    assert_eq!(roots.len(), 2, "the old root is kept while leaves rotate");
+    let new = roots.iter().find(|x| x["Active"] == true).unwrap();
+    assert_ne!(
+        new["ID"],
+        roots.iter().find(|x| x["Active"] == false).unwrap()["ID"]
+    );
+    assert_eq!(
+        new["IntermediateCerts"].as_array().unwrap().len(),
+        1,
+        "cross-signed by the old root"
+    );
+
+    let body = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("leaf query woke")
+        .unwrap();
+    let rotated: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_ne!(rotated["SerialNumber"], l["SerialNumber"]);
+    let new_chain = rotated["CertPEM"].as_str().unwrap();
+    let new_root = new["RootCert"].as_str().unwrap();
+    assert!(openssl_verifies(dir.path(), new_root, new_chain));
+    // Proxies that still trust only the old root accept the new leaf through
+    // the cross-signed intermediate it carries.
+    assert!(openssl_verifies(dir.path(), &root1, new_chain));
+    assert!(!openssl_verifies(
+        dir.path(),
+        &root1,
+        new_chain
+            .split_inclusive("-----END CERTIFICATE-----")
+            .next()
+            .unwrap()
+    ));
+
+    let cfg = String::from_utf8_lossy(&a.cli(&["connect", "ca", "get-config"]).stdout).into_owned();
+    assert!(cfg.contains("43800h"), "{cfg}");
+    let bad = a
+        .put("/v1/connect/ca/configuration", r#"{"Provider":"vault"}"#)
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    let bad = a
+        .put(
+            "/v1/connect/ca/configuration",
+            r#"{"Provider":"consul","Config":{"LeafCertTTL":"soon"}}"#,
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+}
