@@ -20,6 +20,16 @@ impl StoreCatalog {
     }
 }
 
+fn instance(e: crate::structs::CheckServiceNode) -> ServiceInstance {
+    ServiceInstance {
+        node: e.node.node,
+        node_address: e.node.address,
+        service_address: e.service.address,
+        port: e.service.port,
+        node_meta: e.node.meta,
+    }
+}
+
 impl Catalog for StoreCatalog {
     fn datacenters(&self) -> Vec<String> {
         vec![self.datacenter.clone()]
@@ -36,13 +46,19 @@ impl Catalog for StoreCatalog {
                 tag.is_none_or(|t| e.service.tags.iter().any(|x| x.eq_ignore_ascii_case(t)))
             })
             .filter(|e| e.aggregate_status() != status::CRITICAL)
-            .map(|e| ServiceInstance {
-                node: e.node.node.clone(),
-                node_address: e.node.address.clone(),
-                service_address: e.service.address.clone(),
-                port: e.service.port,
-                node_meta: e.node.meta.clone(),
-            })
+            .map(instance)
+            .collect()
+    }
+
+    fn connect_instances(&self, dc: &str, name: &str) -> Vec<ServiceInstance> {
+        if !dc.eq_ignore_ascii_case(&self.datacenter) {
+            return Vec::new();
+        }
+        let data = self.store.read();
+        data.check_service_nodes(name, &[], true)
+            .into_iter()
+            .filter(|e| e.aggregate_status() != status::CRITICAL)
+            .map(instance)
             .collect()
     }
 

@@ -37,6 +37,21 @@ async fn sidecar_service_registers_a_proxy_with_consul_defaults() {
         (v.as_array().unwrap().len() == 1).then_some(())
     })
     .await;
+    let m = crate::dns::query(
+        a.dns,
+        "socat.connect.consul.",
+        hickory_proto::rr::RecordType::SRV,
+    )
+    .await;
+    let ports: Vec<u16> = m
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            hickory_proto::rr::RData::SRV(s) => Some(s.port()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ports, vec![proxy_port], "DNS answers with the proxy");
     let catalog = a.get("/v1/catalog/connect/socat").await.json();
     assert_eq!(catalog[0]["ServiceID"], "socat-sidecar-proxy");
     assert_eq!(

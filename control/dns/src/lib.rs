@@ -18,6 +18,7 @@
 //! |---|---|
 //! | `[tag.]NAME.service[.DC]` | A/AAAA (or CNAME), SRV with targets in the additional section |
 //! | `_NAME._TAG.service[.DC]`, `_NAME._tcp[.DC]` | RFC 2782 form; `_tcp` means no tag filter |
+//! | `NAME.connect[.DC]` | the healthy Connect proxies of a service, answered like a service |
 //! | `NODE.node[.DC]` | A/AAAA (or CNAME), TXT from the node's metadata |
 //! | `HEX.addr[.DC]` | the IP address spelled in hex (SRV targets use these) |
 //! | any name, type SOA or NS | the zone's SOA, NS records naming up to three servers |
@@ -57,6 +58,10 @@ pub trait Catalog: Send + Sync + 'static {
     /// (include warning), optionally only those carrying `tag`
     /// (case-insensitive). Empty vec if none.
     fn service_instances(&self, dc: &str, name: &str, tag: Option<&str>) -> Vec<ServiceInstance>;
+
+    /// Healthy Connect proxies (and Connect-native instances) fronting service
+    /// `name` in `dc`, for `name.connect.consul`.
+    fn connect_instances(&self, dc: &str, name: &str) -> Vec<ServiceInstance>;
 
     /// A node by name in `dc`.
     fn node(&self, dc: &str, name: &str) -> Option<NodeRecord>;

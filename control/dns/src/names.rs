@@ -80,10 +80,17 @@ pub(crate) enum Lookup {
         /// The node name (dots allowed).
         name: String,
     },
+    /// The Connect proxies of a service: `name.connect[.dc]`.
+    Connect {
+        /// The datacenter label, if given.
+        dc: Option<String>,
+        /// The destination service name.
+        name: String,
+    },
     /// An address spelled in hex: `c0a80001.addr[.dc]`.
     Addr(IpAddr),
     /// A name that does not exist (including Consul forms mesh does not serve:
-    /// prepared queries, `connect`, `ingress`, `virtual`, peers).
+    /// prepared queries, `ingress`, `virtual`, peers).
     NotFound,
 }
 
@@ -122,6 +129,13 @@ pub(crate) fn parse(labels: &[String], qtype: RecordType) -> Lookup {
         "node" => Lookup::Node {
             dc,
             name: parts.join("."),
+        },
+        "connect" => match parts {
+            [name] => Lookup::Connect {
+                dc,
+                name: name.clone(),
+            },
+            _ => Lookup::NotFound,
         },
         "addr" => match parts {
             [hex] => decode_addr(hex).map_or(Lookup::NotFound, Lookup::Addr),
@@ -267,7 +281,14 @@ mod tests {
         assert_eq!(parse(&labels("7f0000.addr"), a), Lookup::NotFound);
         assert_eq!(parse(&labels("zz000001.addr"), a), Lookup::NotFound);
         assert_eq!(parse(&labels("q.query"), a), Lookup::NotFound);
-        assert_eq!(parse(&labels("web.connect"), a), Lookup::NotFound);
+        assert_eq!(
+            parse(&labels("web.connect.dc2"), a),
+            Lookup::Connect {
+                dc: Some("dc2".into()),
+                name: "web".into()
+            }
+        );
+        assert_eq!(parse(&labels("a.web.connect"), a), Lookup::NotFound);
         assert_eq!(parse(&labels("nothing"), a), Lookup::NotFound);
         assert_eq!(parse(&[], a), Lookup::Empty { apex: true });
         assert_eq!(parse(&labels("service"), a), Lookup::Empty { apex: false });

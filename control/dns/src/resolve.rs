@@ -122,7 +122,10 @@ impl Resolver<'_> {
             }
             Lookup::Empty { .. } => Reply::default(),
             Lookup::Service { dc, name, tag } => {
-                self.service(zone, qname, qtype, dc, &name, tag.as_deref(), depth)
+                self.service(zone, qname, qtype, dc, &name, tag.as_deref(), false, depth)
+            }
+            Lookup::Connect { dc, name } => {
+                self.service(zone, qname, qtype, dc, &name, None, true, depth)
             }
             Lookup::Node { dc, name } => self.node(qname, qtype, dc, &name, depth),
             Lookup::Addr(ip) => {
@@ -169,12 +172,17 @@ impl Resolver<'_> {
         dc: Option<String>,
         name: &str,
         tag: Option<&str>,
+        connect: bool,
         depth: u8,
     ) -> Reply {
         let Some(dc) = self.datacenter(dc) else {
             return not_found();
         };
-        let mut instances = self.catalog.service_instances(&dc, name, tag);
+        let mut instances = if connect {
+            self.catalog.connect_instances(&dc, name)
+        } else {
+            self.catalog.service_instances(&dc, name, tag)
+        };
         if instances.is_empty() {
             return not_found();
         }

@@ -65,6 +65,10 @@ impl Catalog for FakeCatalog {
             .collect()
     }
 
+    fn connect_instances(&self, dc: &str, name: &str) -> Vec<ServiceInstance> {
+        self.service_instances(dc, &format!("{name}-sidecar-proxy"), None)
+    }
+
     fn node(&self, dc: &str, name: &str) -> Option<NodeRecord> {
         self.nodes
             .iter()
@@ -128,6 +132,12 @@ fn catalog() -> FakeCatalog {
             instance("server1", "10.0.0.100", "", 8300),
         )
         .service("dc2", "web", &[], instance("far1", "10.2.0.1", "", 80))
+        .service(
+            "dc1",
+            "web-sidecar-proxy",
+            &[],
+            instance("node1", "10.0.0.1", "", 21000),
+        )
         .node(
             "dc1",
             "node1",
@@ -406,6 +416,21 @@ fn hostname_addresses_answer_cname() {
 }
 
 #[test]
+fn connect_names_answer_with_the_proxies() {
+    let msg = ask(&server(), "web.connect.consul.", RecordType::SRV);
+    assert_eq!(msg.response_code(), ResponseCode::NoError);
+    let ports: Vec<u16> = msg
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::SRV(srv) => Some(srv.port()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ports, vec![21000]);
+}
+
+#[test]
 fn names_are_case_insensitive_and_echoed() {
     let msg = ask(&server(), "WEB.Service.CONSUL.", RecordType::A);
     assert_eq!(msg.answers().len(), 3);
@@ -421,7 +446,7 @@ fn unknown_names_get_nxdomain_with_soa() {
         "nosuch.node.consul.",
         "whatever.consul.",
         "q.query.consul.",
-        "web.connect.consul.",
+        "nosuch.connect.consul.",
         "web.service.a.b.consul.",
     ] {
         let msg = ask(&server, qname, RecordType::A);
