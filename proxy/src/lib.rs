@@ -1,4 +1,52 @@
-//! The mesh data plane: listeners, mTLS, L4 forwarding and L7 routing.
+//! The mesh data plane: a sidecar proxy that carries a service's traffic
+//! over mutual TLS with SPIFFE identities.
 //!
-//! The proxy knows nothing of Raft or the catalog: it consumes a versioned
-//! `ProxyConfig` pushed by the local agent. The Connect issue gives it its body.
+//! The proxy knows nothing of Raft or the catalog. The local agent computes
+//! one versioned [`ProxyConfig`] per proxy — identity, leaf certificate and
+//! roots, listeners, upstream endpoints, intentions — and pushes each new
+//! version; [`Proxy::update`] swaps it in atomically (an `arc-swap` pointer)
+//! without a restart, and open connections survive it.
+//!
+//! Two paths, each a short chain of small steps in its own module:
+//!
+//! - **Inbound** (the public listener, [`PublicListener`]): accept TCP →
+//!   terminate mTLS, requiring a client certificate that chains to the
+//!   roots (`mesh-ca`'s verifier) → read the peer's SPIFFE ID → authorise
+//!   it by [`IntentionRule`]s → connect to the local app → forward.
+//! - **Outbound** (one listener per [`Upstream`]): accept plain TCP from the
+//!   local app → pick a destination sidecar (round robin, failing over on
+//!   connect errors) → originate mTLS with the leaf, accepting only a server
+//!   whose SPIFFE ID names the destination → forward.
+//!
+//! Forwarding copies both ways with half-close and closes idle connections.
+//!
+//! ```no_run
+//! # async fn run(config: mesh_proxy::ProxyConfig) -> Result<(), mesh_proxy::ProxyError> {
+//! use std::time::Duration;
+//!
+//! let proxy = mesh_proxy::Proxy::start(config.clone()).await?;
+//! println!("public listener on {:?}", proxy.public_addr());
+//! // ... later, from the agent's config stream:
+//! proxy.update(mesh_proxy::ProxyConfig { version: config.version + 1, ..config }).await?;
+//! proxy.shutdown(Duration::from_secs(5)).await;
+//! # Ok(()) }
+//! ```
+
+mod authz;
+mod config;
+mod error;
+mod forward;
+mod inbound;
+mod listener;
+mod outbound;
+mod proxy;
+mod stats;
+mod tls;
+
+pub use config::{
+    IntentionRule, ProxyConfig, PublicListener, Upstream, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+};
+pub use error::ProxyError;
+pub use proxy::Proxy;
+pub use stats::{DirectionStats, ProxyStats};

@@ -83,22 +83,6 @@ pub struct AgentArgs {
     log_json: bool,
 }
 
-fn init_logging(level: &str, json: bool) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(format!(
-        "{level},openraft=warn,hyper=warn,h2=warn,reqwest=warn"
-    ))
-    .with_context(|| format!("invalid -log-level {level:?}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-    Ok(())
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
@@ -226,7 +210,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
             return ExitCode::from(crate::EX_USAGE);
         }
     };
-    if let Err(e) = init_logging(&level, json) {
+    if let Err(e) = super::init_logging(&level, json) {
         eprintln!("==> {e:#}");
         return ExitCode::from(crate::EX_USAGE);
     }

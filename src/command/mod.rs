@@ -10,6 +10,7 @@ mod kv;
 mod leave;
 mod lock;
 mod members;
+mod proxy;
 mod reload;
 mod services;
 
@@ -46,6 +47,8 @@ enum Command {
     Lock(lock::LockArgs),
     /// Lists the members of the cluster.
     Members(members::MembersArgs),
+    /// Runs a sidecar or client proxy of the service mesh.
+    Proxy(proxy::ProxyArgs),
     /// Triggers the agent to reload its configuration files.
     Reload(reload::ReloadArgs),
     /// Registers and deregisters services with the local agent.
@@ -70,6 +73,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Leave(a) => leave::run(a).await,
         Command::Lock(a) => return lock::run(a).await,
         Command::Members(a) => members::run(a).await,
+        Command::Proxy(a) => return proxy::run(a).await,
         Command::Reload(a) => reload::run(a).await,
         Command::Services(a) => services::run(a).await,
         Command::Version => {
@@ -85,6 +89,25 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Sends logs to stderr at `level` (and the usual quiet levels for
+/// dependencies), as text or JSON lines.
+pub(crate) fn init_logging(level: &str, json: bool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let filter = tracing_subscriber::EnvFilter::try_new(format!(
+        "{level},openraft=warn,hyper=warn,h2=warn,reqwest=warn"
+    ))
+    .with_context(|| format!("invalid -log-level {level:?}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
 }
 
 /// Lays out rows as columns separated by two spaces, as Consul's tables.
