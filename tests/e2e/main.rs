@@ -10,6 +10,7 @@ mod connect;
 mod dns;
 mod health;
 mod kv;
+mod mesh;
 mod persistence;
 mod session;
 mod support;

@@ -228,3 +228,73 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).expect("write file");
     p
 }
+
+/// Another `mesh` process (a proxy, say) whose stdout lines can be awaited.
+pub struct MeshProcess {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl MeshProcess {
+    /// Runs `mesh args...` against `agent`.
+    pub fn spawn(agent: &Agent, args: &[&str]) -> MeshProcess {
+        let mut child = Command::new(mesh_bin())
+            .args(args)
+            .env("CONSUL_HTTP_ADDR", agent.http.to_string())
+            .env_remove("MESH_HTTP_ADDR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn mesh");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        MeshProcess { child, lines }
+    }
+
+    /// The rest of the first stdout line containing `marker`, after it.
+    pub fn wait_line(&self, marker: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(at) = line.find(marker) {
+                        return line[at + marker.len()..].trim().to_string();
+                    }
+                }
+                Err(_) => panic!("no line with {marker:?} within {timeout:?}"),
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for MeshProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,147 @@
+//! The socat walk-through: an echo service behind its sidecar, a client
+//! proxy for `web`, mTLS between them, and intentions deciding.
+
+use crate::support::{eventually, write_file, Agent, MeshProcess};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn echo_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = sock.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends `msg` on `stream` and reads the echo; `None` if the connection closed.
+async fn echo(stream: &mut TcpStream, msg: &[u8]) -> Option<Vec<u8>> {
+    stream.write_all(msg).await.ok()?;
+    let mut buf = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(buf)
+}
+
+async fn round_trip(addr: &str, msg: &[u8]) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    echo(&mut s, msg).await
+}
+
+#[tokio::test]
+async fn bytes_cross_the_mesh_and_intentions_decide() {
+    let echo_addr = echo_server().await;
+    let sidecar_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    write_file(
+        dir.path(),
+        "socat.json",
+        &format!(
+            r#"{{"service":{{"name":"socat","port":{},"connect":{{"sidecar_service":{{"port":{sidecar_port}}}}}}}}}"#,
+            echo_addr.port()
+        ),
+    );
+    let config_dir = format!("-config-dir={}", dir.path().display());
+    let a = Agent::start(&["-enable-script-checks", config_dir.as_str()]);
+
+    let sidecar = MeshProcess::spawn(
+        &a,
+        &[
+            "proxy",
+            "-sidecar-for",
+            "socat",
+            "-bind-address",
+            "127.0.0.1",
+        ],
+    );
+    assert_eq!(
+        sidecar.wait_line("Public listener:", WAIT),
+        format!("127.0.0.1:{sidecar_port}")
+    );
+    let web = MeshProcess::spawn(&a, &["proxy", "-service", "web", "-upstream", "socat:0"]);
+    let upstream = web.wait_line("Upstream socat:", WAIT);
+
+    // The sidecar's TCP check passes now that it listens: it is a healthy endpoint.
+    let got = eventually(WAIT, "an echo through the mesh", || async {
+        round_trip(&upstream, b"hello mesh\n").await
+    })
+    .await;
+    assert_eq!(got, b"hello mesh\n");
+
+    // Keep one connection open across the deny.
+    let mut open = TcpStream::connect(&upstream).await.unwrap();
+    assert_eq!(
+        echo(&mut open, b"before").await.as_deref(),
+        Some(&b"before"[..])
+    );
+
+    let out = a.cli(&["intention", "create", "-deny", "web", "socat"]);
+    assert!(out.status.success());
+    eventually(WAIT, "the deny to take effect", || async {
+        round_trip(&upstream, b"x").await.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(
+        echo(&mut open, b"still here").await.as_deref(),
+        Some(&b"still here"[..]),
+        "an established connection survives the new deny"
+    );
+
+    assert!(a
+        .cli(&["intention", "delete", "web", "socat"])
+        .status
+        .success());
+    let back = eventually(WAIT, "the allow to return", || async {
+        round_trip(&upstream, b"restored").await
+    })
+    .await;
+    assert_eq!(back, b"restored");
+
+    // A plaintext client on the public listener gets nothing back.
+    let plain = round_trip(
+        &format!("127.0.0.1:{sidecar_port}"),
+        b"GET / HTTP/1.0\r\n\r\n",
+    )
+    .await;
+    assert!(plain.is_none(), "plaintext is refused: {plain:?}");
+
+    assert_eq!(
+        web.terminate(WAIT).and_then(|s| s.code()),
+        Some(0),
+        "graceful exit on SIGTERM"
+    );
+    drop(sidecar);
+}
+
+#[tokio::test]
+async fn a_proxy_without_a_registration_says_so() {
+    let a = Agent::start(&[]);
+    let out = a.cli(&["proxy", "-sidecar-for", "nothing"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no sidecar proxy is registered"));
+    let out = a.cli(&["proxy", "-service", "web", "-upstream", "bad"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-upstream"));
+}
