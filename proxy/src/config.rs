@@ -279,7 +279,7 @@ mod go_duration {
             ("ms", 1_000_000),
             ("us", 1_000),
         ] {
-            if nanos >= size && nanos % size == 0 {
+            if nanos >= size && nanos.is_multiple_of(size) {
                 return format!("{}{unit}", nanos / size);
             }
         }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compatibility suite: drives a real mesh agent with real clients (curl, dig,
-# py-consul under pytest).
+# py-consul under pytest, and the Connect walk-through with socat and nc).
 #
 #   tests/compat/run.sh [path/to/mesh]     (default: target/debug/mesh)
 #
@@ -176,6 +176,9 @@ export PATH="$VENV/bin:$PATH" PYTHONDONTWRITEBYTECODE=1
 failed=0
 echo "compat: curl + dig checks"
 bash "$HERE/dns_http.sh" || failed=1
+
+echo "compat: the Connect walk-through with socat and nc"
+bash "$HERE/walkthrough.sh" "$MESH" || failed=1
 
 echo "compat: py-consul tests"
 cd "$HERE"

@@ -66,7 +66,8 @@ impl Ca {
 
     /// A leaf for `service` issued at `now` for `ttl`.
     pub fn leaf_at(&self, service: &str, ttl: Duration, now: SystemTime) -> Leaf {
-        let id = SpiffeId::service(self.provider.trust_domain(), "default", "dc1", service).unwrap();
+        let id =
+            SpiffeId::service(self.provider.trust_domain(), "default", "dc1", service).unwrap();
         let (csr, key_pem) = generate_csr(&id).unwrap();
         let issued = self.provider.sign(&csr, ttl, now).unwrap();
         Leaf {
