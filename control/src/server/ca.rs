@@ -40,11 +40,44 @@ impl From<mesh_ca::CaError> for CaOpError {
 /// Consul's default `csr_max_per_second`.
 pub const CSR_MAX_PER_SECOND: f64 = 50.0;
 
+/// A token bucket: at most `rate` operations a second, in bursts of up to
+/// `rate` (at least one).
+pub struct RateLimiter {
+    bucket: Mutex<(f64, Instant)>,
+    rate: f64,
+}
+
+impl RateLimiter {
+    /// A full bucket refilling at `rate` tokens a second.
+    pub fn new(rate: f64) -> Self {
+        RateLimiter {
+            bucket: Mutex::new((rate.max(1.0), Instant::now())),
+            rate,
+        }
+    }
+
+    /// Takes a token, or says the limit is reached.
+    pub fn take(&self) -> Result<(), CaOpError> {
+        self.take_at(Instant::now())
+    }
+
+    fn take_at(&self, now: Instant) -> Result<(), CaOpError> {
+        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let refill = now.saturating_duration_since(b.1).as_secs_f64() * self.rate;
+        b.0 = (b.0 + refill).min(self.rate.max(1.0));
+        b.1 = now;
+        if b.0 < 1.0 {
+            return Err(CaOpError::RateLimited);
+        }
+        b.0 -= 1.0;
+        Ok(())
+    }
+}
+
 /// The CA as the leader runs it.
 pub struct CaManager {
     node: RaftNode,
-    bucket: Mutex<(f64, Instant)>,
-    rate: f64,
+    limiter: RateLimiter,
 }
 
 /// The settings whose change needs a new root.
@@ -58,8 +91,7 @@ impl CaManager {
     pub fn new(node: RaftNode, rate: f64) -> Self {
         CaManager {
             node,
-            bucket: Mutex::new((rate, Instant::now())),
-            rate,
+            limiter: RateLimiter::new(rate),
         }
     }
 
@@ -155,19 +187,6 @@ impl CaManager {
         self.commit(state).await
     }
 
-    fn take_token(&self) -> Result<(), CaOpError> {
-        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let refill = now.duration_since(b.1).as_secs_f64() * self.rate;
-        b.0 = (b.0 + refill).min(self.rate.max(1.0));
-        b.1 = now;
-        if b.0 < 1.0 {
-            return Err(CaOpError::RateLimited);
-        }
-        b.0 -= 1.0;
-        Ok(())
-    }
-
     /// Signs a CSR for a service of datacenter `dc`, rate-limited.
     pub fn sign(&self, csr_pem: &str, service: &str, dc: &str) -> Result<IssuedCert, CaOpError> {
         let state = self.state();
@@ -179,7 +198,7 @@ impl CaManager {
                 id.uri()
             )));
         }
-        self.take_token()?;
+        self.limiter.take()?;
         let ttl = provider.config().leaf_cert_ttl;
         Ok(provider.sign(csr_pem, ttl, SystemTime::now())?)
     }
@@ -208,5 +227,25 @@ impl CaManager {
                 tracing::warn!(error = %e, "pruning CA roots failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limiter_refuses_past_its_rate_and_refills() {
+        let l = RateLimiter::new(3.0);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            l.take_at(t0).unwrap();
+        }
+        assert!(matches!(l.take_at(t0), Err(CaOpError::RateLimited)));
+        l.take_at(t0 + Duration::from_millis(400)).unwrap();
+        assert!(matches!(
+            l.take_at(t0 + Duration::from_millis(400)),
+            Err(CaOpError::RateLimited)
+        ));
     }
 }
