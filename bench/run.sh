@@ -174,7 +174,7 @@ ETCD_CPU0="$(cpu_ticks "$ETCD_PID")"
 "$LOADGEN" --mesh "$MESH_URL" --etcd "$ETCD_URL" \
     --duration "$DURATION" --rounds "$ROUNDS" --concurrency "$CONCURRENCY" \
     --max-requests "$MAX_REQUESTS" --value-size "$VALUE_SIZE" \
-    --tsv "$WORK/results.tsv" --raw "$WORK/raw.tsv"
+    --tsv "$WORK/results.tsv" --raw "$WORK/raw.tsv" --pids "$MESH_PID,$ETCD_PID"
 MESH_CPU1="$(cpu_ticks "$MESH_PID")"
 ETCD_CPU1="$(cpu_ticks "$ETCD_PID")"
 log "after: $(noise)"

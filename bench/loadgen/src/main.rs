@@ -56,13 +56,15 @@ struct Args {
     warmup: u64,
     tsv: Option<String>,
     raw: Option<String>,
+    /// Server pids, to tell their CPU use from everyone else's.
+    pids: Vec<u32>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: mesh-loadgen --mesh http://127.0.0.1:PORT --etcd http://127.0.0.1:PORT \
          [--duration SECS=8] [--max-requests N=200000] [--concurrency 1,64] [--rounds 1] \
-         [--value-size 128] [--warmup 200] [--tsv FILE] [--raw FILE]"
+         [--value-size 128] [--warmup 200] [--tsv FILE] [--raw FILE] [--pids MESH_PID,ETCD_PID]"
     );
     std::process::exit(2)
 }
@@ -79,6 +81,7 @@ fn parse_args() -> Args {
         warmup: 200,
         tsv: None,
         raw: None,
+        pids: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -102,6 +105,12 @@ fn parse_args() -> Args {
             "warmup" => a.warmup = val().parse().unwrap_or_else(|_| usage()),
             "tsv" => a.tsv = Some(val()),
             "raw" => a.raw = Some(val()),
+            "pids" => {
+                a.pids = val()
+                    .split(',')
+                    .map(|s| s.trim().parse().unwrap_or_else(|_| usage()))
+                    .collect()
+            }
             _ => usage(),
         }
     }
@@ -206,6 +215,9 @@ struct CaseResult {
     p99_us: u64,
     /// Fewest writes completed in any whole second of the run: shows stalls.
     worst_second: u64,
+    /// CPU (in cores) used by processes other than the load generator and the
+    /// servers during this run: noise from other work on the machine.
+    other_cpu: f64,
 }
 
 impl CaseResult {
@@ -342,7 +354,67 @@ async fn run_case(
         p50_us: pct(0.50),
         p99_us: pct(0.99),
         worst_second,
+        other_cpu: 0.0,
     }
+}
+
+/// What the rest of the machine did during a run (other builds share these 2
+/// cores): busy CPU ticks, machine-wide and of our own processes.
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    busy_ticks: u64,
+    ours_ticks: u64,
+}
+
+/// USER_HZ: /proc/stat and /proc/PID/stat count in 1/100 s on Linux.
+const TICKS_PER_SEC: f64 = 100.0;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn proc_ticks(pid: &str) -> u64 {
+    let stat = read(&format!("/proc/{pid}/stat"));
+    // Fields after the ")" that closes the command name; utime and stime are the
+    // 12th and 13th of those (14th and 15th overall).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
+}
+
+fn usage_now(pids: &[u32]) -> Usage {
+    let stat = read("/proc/stat");
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
+    let busy_ticks = cpu
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i < 8 && *i != 3 && *i != 4)
+        .map(|(_, v)| *v)
+        .sum();
+    let mut ours: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+    ours.push("self".into());
+    let ours_ticks = ours.iter().map(|p| proc_ticks(p)).sum();
+    Usage {
+        busy_ticks,
+        ours_ticks,
+    }
+}
+
+/// Other processes' CPU, in cores, between two samples.
+fn others(a: Usage, b: Usage, secs: f64) -> f64 {
+    (b.busy_ticks.saturating_sub(a.busy_ticks))
+        .saturating_sub(b.ours_ticks.saturating_sub(a.ours_ticks)) as f64
+        / TICKS_PER_SEC
+        / secs
 }
 
 fn ms(us: u64) -> String {
@@ -412,7 +484,8 @@ async fn main() {
                         System::Etcd => &args.etcd,
                     };
                     let prefix = format!("bench/{}/c{conc}/r{round}", wl.name());
-                    let r = run_case(
+                    let before = usage_now(&args.pids);
+                    let mut r = run_case(
                         sys,
                         wl,
                         base,
@@ -423,8 +496,9 @@ async fn main() {
                         value.clone(),
                     )
                     .await;
+                    r.other_cpu = others(before, usage_now(&args.pids), r.elapsed.as_secs_f64());
                     eprintln!(
-                        "  {:<17} c={:<3} round {} {:<4}: {:>8} ok {:>4} err in {:>6.2}s  {:>9.1} ops/s  p50 {:>8} ms  p99 {:>8} ms  worst 1s {:>6}",
+                        "  {:<17} c={:<3} round {} {:<4}: {:>8} ok {:>4} err in {:>6.2}s  {:>9.1} ops/s  p50 {:>8} ms  p99 {:>8} ms  worst 1s {:>6}  | other processes: {:.2} cores",
                         wl.name(),
                         conc,
                         round + 1,
@@ -436,6 +510,7 @@ async fn main() {
                         ms(r.p50_us),
                         ms(r.p99_us),
                         r.worst_second,
+                        r.other_cpu,
                     );
                     if r.errors > 0 {
                         failed = true;
@@ -454,9 +529,9 @@ async fn main() {
     // Summary: per case, the median over rounds of each metric.
     println!();
     println!(
-        "| case | clients | mesh ops/s | etcd ops/s | ops/s mesh/etcd | mesh p50 ms | etcd p50 ms | p50 mesh/etcd | mesh p99 ms | etcd p99 ms | p99 mesh/etcd |"
+        "| case | clients | mesh ops/s | etcd ops/s | ops/s mesh/etcd | mesh p50 ms | etcd p50 ms | p50 mesh/etcd | mesh p99 ms | etcd p99 ms | p99 mesh/etcd | other processes' CPU, max cores, mesh / etcd runs |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let mut tsv = String::from(
         "case\tclients\tmesh_ops\tetcd_ops\tops_ratio\tmesh_p50_ms\tetcd_p50_ms\tp50_ratio\tmesh_p99_ms\tetcd_p99_ms\tp99_ratio\tmesh_errors\tetcd_errors\n",
     );
@@ -477,11 +552,16 @@ async fn main() {
                     rs.iter().map(|r| r.errors).sum::<u64>(),
                 )
             };
+            let noise = |sys: System| {
+                let rs = pick(sys);
+                let c = rs.iter().map(|r| r.other_cpu).fold(0.0, f64::max);
+                format!("{c:.2}")
+            };
             let (m_ops, m_p50, m_p99, m_err) = stat(System::Mesh);
             let (e_ops, e_p50, e_p99, e_err) = stat(System::Etcd);
             let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
             println!(
-                "| {} | {} | {:.0} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2}x |",
+                "| {} | {} | {:.0} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2}x | {} / {} |",
                 wl.name(),
                 conc,
                 m_ops,
@@ -493,6 +573,8 @@ async fn main() {
                 m_p99,
                 e_p99,
                 ratio(m_p99, e_p99),
+                noise(System::Mesh),
+                noise(System::Etcd),
             );
             tsv.push_str(&format!(
                 "{}\t{}\t{:.1}\t{:.1}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{}\t{}\n",
@@ -522,10 +604,10 @@ async fn main() {
     }
     if let Some(path) = &args.raw {
         // One line per measured run, plus the warm-up totals, for CPU-per-write maths.
-        let mut raw = String::from("case\tclients\tsystem\tok\terrors\tsecs\tops_per_sec\tp50_ms\tp99_ms\tworst_1s\n");
+        let mut raw = String::from("case\tclients\tsystem\tok\terrors\tsecs\tops_per_sec\tp50_ms\tp99_ms\tworst_1s\tother_cores\n");
         for r in &results {
             raw.push_str(&format!(
-                "{}\t{}\t{}\t{}\t{}\t{:.3}\t{:.1}\t{:.3}\t{:.3}\t{}\n",
+                "{}\t{}\t{}\t{}\t{}\t{:.3}\t{:.1}\t{:.3}\t{:.3}\t{}\t{:.2}\n",
                 r.wl.name(),
                 r.conc,
                 r.sys.name(),
@@ -535,11 +617,12 @@ async fn main() {
                 r.ops_per_sec(),
                 r.p50_us as f64 / 1000.0,
                 r.p99_us as f64 / 1000.0,
-                r.worst_second
+                r.worst_second,
+                r.other_cpu
             ));
         }
         for (sys, n) in &warmup_ops {
-            raw.push_str(&format!("warmup\t4\t{}\t{n}\t0\t0\t0\t0\t0\t0\n", sys.name()));
+            raw.push_str(&format!("warmup\t4\t{}\t{n}\t0\t0\t0\t0\t0\t0\t0\n", sys.name()));
         }
         if let Err(e) = std::fs::write(path, raw) {
             eprintln!("writing {path}: {e}");
