@@ -121,18 +121,33 @@ impl Inner {
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<(), DbError>,
     ) -> Result<(), DbError> {
+        self.persist_with(redb::Durability::Immediate, f)
+    }
+
+    /// Runs `f` in one redb write transaction with the given durability.
+    fn persist_with(
+        &self,
+        durability: redb::Durability,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), DbError>,
+    ) -> Result<(), DbError> {
         let Some(db) = &self.db else {
             return Ok(());
         };
-        let tx = db.begin_write()?;
+        let mut tx = db.begin_write()?;
+        tx.set_durability(durability);
         f(&tx)?;
         tx.commit()?;
         Ok(())
     }
 
-    fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), DbError> {
+    fn put_meta<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        durability: redb::Durability,
+    ) -> Result<(), DbError> {
         let bytes = serde_json::to_vec(value).map_err(|e| redb::Error::Io(io_err(e)))?;
-        self.persist(|tx| {
+        self.persist_with(durability, |tx| {
             tx.open_table(META)?.insert(key, bytes.as_slice())?;
             Ok(())
         })
@@ -172,7 +187,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<u64>) -> StorageResult<()> {
         let mut inner = self.lock();
         inner
-            .put_meta(VOTE, vote)
+            .put_meta(VOTE, vote, redb::Durability::Immediate)
             .map_err(|e| StorageIOError::write_vote(&e))?;
         inner.vote = Some(*vote);
         Ok(())
@@ -184,8 +199,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
         let mut inner = self.lock();
+        // The committed index is a hint for replay after a restart, not a
+        // promise: it rides on the next log append's fsync instead of paying
+        // its own (openraft does not need it for correctness).
         inner
-            .put_meta(COMMITTED, &committed)
+            .put_meta(COMMITTED, &committed, redb::Durability::None)
             .map_err(|e| StorageIOError::write(&e))?;
         inner.committed = committed;
         Ok(())
