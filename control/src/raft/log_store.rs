@@ -136,7 +136,15 @@ impl Inner {
         let mut tx = db.begin_write()?;
         tx.set_durability(durability);
         f(&tx)?;
-        tx.commit()?;
+        // The commit may fsync: let the runtime move other tasks off this
+        // worker meanwhile (a current-thread runtime just blocks).
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| tx.commit())?;
+        } else {
+            tx.commit()?;
+        }
         Ok(())
     }
 
