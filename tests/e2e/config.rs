@@ -93,6 +93,7 @@ async fn config_dir_services_and_reload() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("broken.json"), "{err}");
+    assert!(err.contains("Port"), "the field is named: {err}");
     assert_eq!(
         ids(&a.get("/v1/agent/services").await.json()),
         vec!["db", "web"]

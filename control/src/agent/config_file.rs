@@ -239,6 +239,7 @@ mod tests {
         );
         let err = load_paths(&[f]).unwrap_err();
         assert!(err.contains("bad.json"), "{err}");
+        assert!(err.contains("Port"), "{err}");
         let f = write(&d, "broken.hcl", "service { name = ");
         let err = load_paths(&[f]).unwrap_err();
         assert!(err.contains("broken.hcl") && err.contains("HCL"), "{err}");

@@ -122,6 +122,18 @@ pub struct CheckDefinition {
     pub token: String,
 }
 
+/// Decodes a definition; the error names the field's path (`Check.Interval`).
+fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(normalize(value)).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        }
+    })
+}
+
 /// The default cap on captured check output, as Consul.
 pub const DEFAULT_OUTPUT_MAX_SIZE: usize = 4096;
 
@@ -147,7 +159,7 @@ pub enum CheckKind {
 impl CheckDefinition {
     /// Decodes a definition with keys in any of Consul's spellings.
     pub fn from_json(value: serde_json::Value) -> Result<Self, String> {
-        serde_json::from_value(normalize(value)).map_err(|e| e.to_string())
+        decode(value)
     }
 
     /// What kind of check this is, or why it is not a valid one.
@@ -233,7 +245,7 @@ impl CheckDefinition {
 impl ServiceDefinition {
     /// Decodes a definition with keys in any of Consul's spellings.
     pub fn from_json(value: serde_json::Value) -> Result<Self, String> {
-        serde_json::from_value(normalize(value)).map_err(|e| e.to_string())
+        decode(value)
     }
 
     /// Fills defaults and checks the definition; names the bad field.
