@@ -95,6 +95,17 @@ async fn malformed_registrations_are_refused() {
         assert_eq!(r.status, 400, "{body} -> {} {}", r.status, r.text);
         assert!(!r.text.is_empty());
     }
+    let r = a
+        .put(
+            "/v1/catalog/register",
+            r#"{"Node": "x", "Address": "10.0.0.1", "Service": {"Service": "s", "Port": "eighty"}}"#,
+        )
+        .await;
+    assert!(
+        r.text.contains("Service.Port"),
+        "the field is named: {}",
+        r.text
+    );
     let after = a.get("/v1/catalog/nodes").await;
     assert_eq!(before.text, after.text);
     assert_eq!(before.index, after.index, "nothing was written");

@@ -117,7 +117,10 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     } else {
         serde_json::from_slice(body).map_err(bad)?
     };
-    serde_json::from_value(crate::structs::keys::normalize(value)).map_err(bad)
+    serde_path_to_error::deserialize(crate::structs::keys::normalize(value)).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::bad_request(format!("Request decode failed: {path}: {}", e.inner()))
+    })
 }
 
 /// Keeps the items matching a `filter=` expression.
