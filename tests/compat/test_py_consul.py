@@ -952,3 +952,65 @@ def test_grpc_check_follows_the_standard_health_service(c, services):
         assert check_status(c, f"service:{unknown}") == "critical"
     finally:
         server.stop(0)
+
+
+# ---------------------------------------------------------------- connect
+
+
+def test_connect_ca_roots_and_configuration(c):
+    roots = c.connect.ca.roots()
+    assert roots["TrustDomain"].endswith(".consul")
+    active = [r for r in roots["Roots"] if r["Active"]]
+    assert len(active) == 1 and active[0]["ID"] == roots["ActiveRootID"]
+    assert "BEGIN CERTIFICATE" in active[0]["RootCert"]
+    conf = c.connect.ca.configuration()
+    assert conf["Provider"] == "consul"
+    assert conf["Config"]["LeafCertTTL"] == "72h"
+    # Changing only the leaf TTL keeps the root.
+    assert c.connect.ca.update_configuration("consul", {"LeafCertTTL": "48h"}) is True
+    assert c.connect.ca.configuration()["Config"]["LeafCertTTL"] == "48h"
+    assert c.connect.ca.roots()["ActiveRootID"] == roots["ActiveRootID"]
+    with pytest.raises(consul.ConsulException):
+        c.connect.ca.update_configuration("consul", {"LeafCertTTL": "soon"})
+
+
+def test_intentions_exact_match_check_and_delete(c):
+    dst = uniq("ixn-dst")
+    assert c.connect.intentions.check("web", dst) is True
+    assert c.connect.intentions.upsert("web", dst, action="deny", description="no") is True
+    assert c.connect.intentions.upsert("*", dst, action="allow") is True
+    try:
+        assert c.connect.intentions.check("web", dst) is False
+        assert c.connect.intentions.check("api", dst) is True
+        one = c.connect.intentions.read("web", dst)
+        assert (one["SourceName"], one["DestinationName"], one["Action"], one["Precedence"]) == (
+            "web",
+            dst,
+            "deny",
+            9,
+        )
+        matched = c.connect.intentions.match("destination", dst)[dst]
+        assert [(i["SourceName"], i["Precedence"]) for i in matched] == [("web", 9), ("*", 8)]
+        listed = [i for i in c.connect.intentions.list() if i["DestinationName"] == dst]
+        assert len(listed) == 2
+        entry = c.config.get("service-intentions", dst)
+        assert {s["Name"] for s in entry["Sources"]} == {"web", "*"}
+    finally:
+        assert c.connect.intentions.delete("web", dst) is True
+        assert c.connect.intentions.delete("*", dst) is True
+    assert c.connect.intentions.check("web", dst) is True
+
+
+def test_config_entries_with_cas(c):
+    name = uniq("cfg-dst")
+    body = {"Sources": [{"Name": "web", "Action": "allow"}]}
+    assert c.config.set("service-intentions", name, body, cas=0) is True
+    assert c.config.set("service-intentions", name, body, cas=0) is False
+    entry = c.config.get("service-intentions", name)
+    assert entry["Sources"][0]["Precedence"] == 9
+    idx = entry["ModifyIndex"]
+    assert name in [e["Name"] for e in c.config.list("service-intentions")]
+    assert c.config.delete("service-intentions", name, cas=idx + 1000) is False
+    assert c.config.delete("service-intentions", name, cas=idx) is True
+    # py-consul maps Consul's 404 for a missing entry to None.
+    assert c.config.get("service-intentions", name) is None
