@@ -80,7 +80,11 @@ impl Client {
             base,
             token,
             datacenter: flags.datacenter.clone(),
+            // Longer than the longest blocking query (10m plus jitter), so a
+            // hung agent is noticed instead of waited on forever.
             http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(11 * 60))
+                .tcp_keepalive(std::time::Duration::from_secs(30))
                 .build()
                 .context("building the HTTP client")?,
         })

@@ -83,6 +83,24 @@ pub struct AgentArgs {
     log_json: bool,
 }
 
+/// The node's ID: kept in `DATA_DIR/node-id` so it survives restarts, as
+/// Consul does; random in `-dev`.
+fn node_id(data_dir: Option<&std::path::Path>) -> Result<String> {
+    let Some(dir) = data_dir else {
+        return Ok(uuid::Uuid::new_v4().to_string());
+    };
+    let path = dir.join("node-id");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let id = text.trim();
+        uuid::Uuid::parse_str(id).with_context(|| format!("{}: not a UUID", path.display()))?;
+        return Ok(id.to_string());
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
@@ -164,9 +182,10 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
     });
     let agent = AgentConfig {
         node_name: args.node.or(file.node_name).unwrap_or_else(hostname),
-        node_id: args
-            .node_id
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        node_id: match args.node_id {
+            Some(id) => id,
+            None => node_id(data_dir.as_deref())?,
+        },
         datacenter: args
             .datacenter
             .or(file.datacenter)

@@ -110,3 +110,16 @@ async fn agent_service_blocks_on_its_content_hash() {
     assert!(body.contains("\"Port\":2"), "{body}");
     assert!(!body.contains(&hash));
 }
+
+#[tokio::test]
+async fn an_index_ahead_of_the_data_still_blocks() {
+    let a = Agent::start(&[]);
+    a.put_ok("/v1/kv/ahead", "v").await;
+    let started = Instant::now();
+    let r = a.get("/v1/kv/ahead?index=100000&wait=1s").await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "blocked until the wait ran out"
+    );
+    assert!(r.index < 100000);
+}

@@ -48,6 +48,7 @@ async fn kill_9_and_restart_keeps_every_acknowledged_write() {
     a.put_ok("/v1/agent/service/register", r#"{"Name":"kept","Port":1}"#)
         .await;
     let before = a.get("/v1/kv/durable?recurse").await;
+    let id_before = a.get("/v1/agent/self").await.json()["Config"]["NodeID"].clone();
     a.kill9();
     assert!(
         dir.path().join("raft/snapshot.json").exists(),
@@ -56,6 +57,8 @@ async fn kill_9_and_restart_keeps_every_acknowledged_write() {
 
     let b = Agent::start(&args);
     let after = b.get("/v1/kv/durable?recurse").await;
+    let id_after = b.get("/v1/agent/self").await.json()["Config"]["NodeID"].clone();
+    assert_eq!(id_before, id_after, "the node ID is kept in the data dir");
     assert_eq!(after.status, 200);
     let entries = after.json();
     let entries = entries.as_array().unwrap();

@@ -181,3 +181,24 @@ async fn a_failing_check_invalidates_its_sessions() {
     let r = a.put("/v1/session/create", r#"{"Checks":["beat"]}"#).await;
     assert_eq!(r.status, 400, "critical checks refuse new sessions");
 }
+
+#[tokio::test]
+async fn deregistering_a_service_invalidates_sessions_on_its_checks() {
+    let a = Agent::start(&[]);
+    a.put_ok(
+        "/v1/agent/service/register",
+        r#"{"Name":"web","Check":{"CheckID":"web-ttl","TTL":"60s","Status":"passing"}}"#,
+    )
+    .await;
+    let s = create(
+        &a,
+        r#"{"ServiceChecks":[{"ID":"web-ttl"}],"LockDelay":"0s"}"#,
+    )
+    .await;
+    let info = a.get(&format!("/v1/session/info/{s}")).await.json();
+    assert_eq!(info[0]["NodeChecks"], serde_json::json!(["serfHealth"]));
+    a.put_ok(&format!("/v1/kv/svclock?acquire={s}"), "x").await;
+    a.put_ok("/v1/agent/service/deregister/web", "").await;
+    assert_eq!(a.get(&format!("/v1/session/info/{s}")).await.text, "[]");
+    assert_eq!(holder(&a.get("/v1/kv/svclock").await.json()), None);
+}

@@ -120,8 +120,13 @@ impl LocalState {
             .filter(|c| c.check.service_id == id)
             .map(|c| c.check.check_id.clone())
             .collect();
+        // The catalog drops them with the service; say so in case the service
+        // comes back before the next sync with other checks.
         for c in checks {
             self.checks.remove(&c);
+            if !self.deleted_checks.contains(&c) {
+                self.deleted_checks.push(c);
+            }
         }
         true
     }

@@ -73,7 +73,7 @@ impl ApiState {
             let index = index.max(1);
             let done = match deadline {
                 None => true,
-                Some(d) => index != opts.min_index || Instant::now() >= d,
+                Some(d) => index > opts.min_index || Instant::now() >= d,
             };
             if done {
                 return Ok((self.meta(index), out));

@@ -50,8 +50,8 @@ async fn create(State(api): Api, _ctx: Ctx, body: Bytes) -> Result<Response, Api
             ttl.0.as_secs_f64()
         )));
     }
-    let explicit_checks =
-        req.checks.is_some() || req.node_checks.is_some() || req.service_checks.is_some();
+    // serfHealth stays unless node checks are given (ServiceChecks alone keep it).
+    let explicit_checks = req.checks.is_some() || req.node_checks.is_some();
     let mut node_checks: Vec<String> = req.node_checks.unwrap_or_default();
     node_checks.extend(req.checks.unwrap_or_default());
     if !explicit_checks {

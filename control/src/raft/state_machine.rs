@@ -11,7 +11,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
 
@@ -29,15 +29,19 @@ pub struct StateMachine {
     store: Arc<Store>,
     last_applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
-    current: Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>,
+    current: CurrentSnapshot,
     dir: Option<PathBuf>,
 }
+
+/// The latest snapshot, shared with the builders that replace it.
+type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>>>;
 
 /// Builds a snapshot from a copy of the tables taken when it was asked for.
 pub struct SnapshotBuilder {
     meta: SnapshotMeta<u64, BasicNode>,
     data: StateData,
     dir: Option<PathBuf>,
+    current: CurrentSnapshot,
 }
 
 impl StateMachine {
@@ -47,7 +51,7 @@ impl StateMachine {
             store,
             last_applied: None,
             membership: StoredMembership::default(),
-            current: None,
+            current: CurrentSnapshot::default(),
             dir: dir.map(Path::to_path_buf),
         };
         if let Some(dir) = dir {
@@ -67,9 +71,13 @@ impl StateMachine {
         self.last_applied = file.meta.last_log_id;
         self.membership = file.meta.last_membership.clone();
         self.store.restore(file.data);
-        self.current = Some((file.meta, bytes));
+        *lock(&self.current) = Some((file.meta, bytes));
         Ok(())
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn write_atomically(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -92,6 +100,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         if let Some(dir) = &self.dir {
             write_atomically(dir, &bytes).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         }
+        *lock(&self.current) = Some((file.meta.clone(), bytes.clone()));
         Ok(Snapshot {
             meta: file.meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -146,6 +155,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             },
             data: self.store.snapshot(),
             dir: self.dir.clone(),
+            current: self.current.clone(),
         }
     }
 
@@ -169,7 +179,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        Ok(self.current.as_ref().map(|(meta, bytes)| Snapshot {
+        Ok(lock(&self.current).as_ref().map(|(meta, bytes)| Snapshot {
             meta: meta.clone(),
             snapshot: Box::new(Cursor::new(bytes.clone())),
         }))

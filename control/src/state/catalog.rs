@@ -276,7 +276,7 @@ impl StateData {
             return Err(StateError::Invalid("Must provide node".into()));
         }
         if !req.service_id.is_empty() {
-            self.delete_service(index, &req.node, &req.service_id, changes);
+            self.delete_service(index, now_ms, &req.node, &req.service_id, changes);
         }
         if !req.check_id.is_empty() {
             self.delete_check(index, now_ms, &req.node, &req.check_id, changes);
@@ -287,7 +287,14 @@ impl StateData {
         Ok(())
     }
 
-    fn delete_service(&mut self, index: u64, node: &str, id: &str, changes: &mut Changes) {
+    fn delete_service(
+        &mut self,
+        index: u64,
+        now_ms: u64,
+        node: &str,
+        id: &str,
+        changes: &mut Changes,
+    ) {
         let Some(svc) = self.services.get_mut(node).and_then(|s| s.remove(id)) else {
             return;
         };
@@ -300,12 +307,25 @@ impl StateData {
             self.bump(&topic, index, changes);
         }
         changes.touch(table::node(node));
+        let removed: Vec<String> = self
+            .checks
+            .get(node)
+            .map(|c| {
+                c.values()
+                    .filter(|c| c.service_id == id)
+                    .map(|c| c.check_id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
         if let Some(checks) = self.checks.get_mut(node) {
-            let before = checks.len();
             checks.retain(|_, c| c.service_id != id);
-            if checks.len() != before {
-                self.bump(table::CHECKS, index, changes);
-            }
+        }
+        if !removed.is_empty() {
+            self.bump(table::CHECKS, index, changes);
+        }
+        // Sessions bound to the removed checks go with them, as in Consul.
+        for check in removed {
+            self.invalidate_sessions_for_check(index, now_ms, node, &check, changes);
         }
     }
 
@@ -338,7 +358,7 @@ impl StateData {
             .map(|s| s.keys().cloned().collect())
             .unwrap_or_default();
         for id in ids {
-            self.delete_service(index, node, &id, changes);
+            self.delete_service(index, now_ms, node, &id, changes);
         }
         if self.checks.remove(node).is_some() {
             self.bump(table::CHECKS, index, changes);

@@ -170,7 +170,15 @@ impl Store {
             for name in old.nodes.keys().chain(data.nodes.keys()) {
                 changes.touch(table::node(name));
             }
+            for name in old.by_connect.keys().chain(data.by_connect.keys()) {
+                changes.touch(table::connect(name));
+            }
+            for kind in old.config_entries.keys().chain(data.config_entries.keys()) {
+                changes.touch(config_topic(kind));
+            }
         }
+        changes.touch(CONFIG_ENTRIES);
+        changes.touch(ca::CA);
         changes.touch_tree("");
         *self.data.write().unwrap_or_else(|e| e.into_inner()) = data;
         self.watches.notify(&changes);
