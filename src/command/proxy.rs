@@ -61,6 +61,7 @@ enum Event {
     },
     Intentions(Vec<IntentionRule>),
     Endpoints(String, Vec<SocketAddr>),
+    Registration(Value),
 }
 
 /// Parses `DEST:PORT` (or `DEST:ADDR:PORT`).
@@ -80,22 +81,12 @@ fn parse_upstream(s: &str) -> Result<(String, SocketAddr)> {
     Ok((dest.to_string(), addr))
 }
 
-async fn resolve(client: &Client, args: &ProxyArgs) -> Result<Plan> {
-    let mut upstreams: Vec<(String, SocketAddr)> = args
-        .upstream
-        .iter()
-        .map(|u| parse_upstream(u))
-        .collect::<Result<_>>()?;
-    if let Some(service) = &args.service {
-        return Ok(Plan {
-            service: service.clone(),
-            public: None,
-            upstreams,
-        });
-    }
-    let Some(id) = &args.sidecar_for else {
-        bail!("one of -sidecar-for or -service is required");
-    };
+fn cli_upstreams(args: &ProxyArgs) -> Result<Vec<(String, SocketAddr)>> {
+    args.upstream.iter().map(|u| parse_upstream(u)).collect()
+}
+
+/// Finds the sidecar registered for service ID `id`; returns its ID.
+async fn find_sidecar(client: &Client, id: &str) -> Result<String> {
     let services: BTreeMap<String, Value> = client.get("/v1/agent/services").await?.ok()?.json()?;
     let mut proxies = services.values().filter(|s| {
         s["Kind"] == "connect-proxy" && s["Proxy"]["DestinationServiceID"].as_str() == Some(id)
@@ -106,6 +97,15 @@ async fn resolve(client: &Client, args: &ProxyArgs) -> Result<Plan> {
     if proxies.next().is_some() {
         bail!("more than one sidecar proxy is registered for service ID {id:?}");
     }
+    Ok(sidecar["ID"]
+        .as_str()
+        .context("the sidecar has no ID")?
+        .to_string())
+}
+
+/// The plan a sidecar registration describes, plus the `-upstream` flags.
+fn sidecar_plan(sidecar: &Value, args: &ProxyArgs) -> Result<Plan> {
+    let mut upstreams = cli_upstreams(args)?;
     let proxy = &sidecar["Proxy"];
     let service = proxy["DestinationServiceName"]
         .as_str()
@@ -146,6 +146,38 @@ async fn resolve(client: &Client, args: &ProxyArgs) -> Result<Plan> {
         }),
         upstreams,
     })
+}
+
+/// Follows the sidecar's registration with hash-based blocking queries
+/// (`/v1/agent/service/:id?hash=`), sending it whenever it changes.
+fn watch_registration(http: HttpFlags, id: String, tx: mpsc::Sender<Event>) {
+    tokio::spawn(async move {
+        let Ok(client) = Client::new(&http) else {
+            return;
+        };
+        let mut hash = String::new();
+        loop {
+            let url = format!("/v1/agent/service/{id}?hash={hash}&wait=5m");
+            match client.get(&url).await.and_then(|r| r.ok()) {
+                Ok(reply) => {
+                    let Ok(body) = reply.json::<Value>() else {
+                        continue;
+                    };
+                    let new = body["ContentHash"].as_str().unwrap_or_default().to_string();
+                    if new != hash {
+                        hash = new;
+                        if tx.send(Event::Registration(body)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(service = %id, error = %e, "registration watch failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
 }
 
 /// Follows `path` with blocking queries, sending `parse(body)` whenever the
@@ -260,6 +292,7 @@ impl Inputs {
             Event::Endpoints(dest, e) => {
                 self.endpoints.insert(dest, e);
             }
+            Event::Registration(_) => {}
         }
     }
 
@@ -311,14 +344,32 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
 
 async fn serve(args: ProxyArgs) -> Result<()> {
     let client = Client::new(&args.http)?;
-    let plan = resolve(&client, &args).await?;
+    let (tx, mut rx) = mpsc::channel(64);
+    let mut plan = match (&args.service, &args.sidecar_for) {
+        (Some(service), _) => Plan {
+            service: service.clone(),
+            public: None,
+            upstreams: cli_upstreams(&args)?,
+        },
+        (None, Some(id)) => {
+            let sidecar_id = find_sidecar(&client, id).await?;
+            let reg: Value = client
+                .get(&format!("/v1/agent/service/{sidecar_id}"))
+                .await?
+                .ok()?
+                .json()?;
+            let plan = sidecar_plan(&reg, &args)?;
+            watch_registration(args.http.clone(), sidecar_id, tx.clone());
+            plan
+        }
+        (None, None) => bail!("one of -sidecar-for or -service is required"),
+    };
     let me: Value = client.get("/v1/agent/self").await?.ok()?.json()?;
     let datacenter = me["Config"]["Datacenter"]
         .as_str()
         .unwrap_or("dc1")
         .to_string();
 
-    let (tx, mut rx) = mpsc::channel(64);
     watch(
         args.http.clone(),
         "/v1/agent/connect/ca/roots".into(),
@@ -340,15 +391,20 @@ async fn serve(args: ProxyArgs) -> Result<()> {
         tx.clone(),
         parse_intentions(plan.service.clone()),
     );
-    for (dest, _) in &plan.upstreams {
-        watch(
-            args.http.clone(),
-            format!("/v1/health/connect/{dest}?passing"),
-            tx.clone(),
-            parse_endpoints(dest.clone()),
-        );
-    }
-    drop(tx);
+    let mut watched = std::collections::BTreeSet::new();
+    let watch_upstreams = |plan: &Plan, watched: &mut std::collections::BTreeSet<String>| {
+        for (dest, _) in &plan.upstreams {
+            if watched.insert(dest.clone()) {
+                watch(
+                    args.http.clone(),
+                    format!("/v1/health/connect/{dest}?passing"),
+                    tx.clone(),
+                    parse_endpoints(dest.clone()),
+                );
+            }
+        }
+    };
+    watch_upstreams(&plan, &mut watched);
 
     let mut inputs = Inputs::default();
     let mut version = 1;
@@ -357,6 +413,10 @@ async fn serve(args: ProxyArgs) -> Result<()> {
             .await
             .context("timed out waiting for the agent's roots, leaf and intentions")?
             .ok_or_else(|| anyhow!("lost the agent"))?;
+        if let Event::Registration(reg) = &ev {
+            plan = sidecar_plan(reg, &args)?;
+            watch_upstreams(&plan, &mut watched);
+        }
         inputs.apply(ev);
         if let Some(cfg) = inputs.config(&plan, &datacenter, version) {
             break cfg;
@@ -380,6 +440,16 @@ async fn serve(args: ProxyArgs) -> Result<()> {
         tokio::select! {
             ev = rx.recv() => {
                 let Some(ev) = ev else { break };
+                if let Event::Registration(reg) = &ev {
+                    match sidecar_plan(reg, &args) {
+                        Ok(p) if p.service == plan.service => {
+                            plan = p;
+                            watch_upstreams(&plan, &mut watched);
+                        }
+                        Ok(_) => tracing::error!("the sidecar now fronts another service; restart the proxy"),
+                        Err(e) => tracing::error!(error = %e, "ignoring an unusable registration"),
+                    }
+                }
                 inputs.apply(ev);
                 version += 1;
                 if let Some(cfg) = inputs.config(&plan, &datacenter, version) {

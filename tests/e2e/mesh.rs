@@ -127,6 +127,19 @@ async fn bytes_cross_the_mesh_and_intentions_decide() {
     .await;
     assert!(plain.is_none(), "plaintext is refused: {plain:?}");
 
+    // A registration change reaches the running sidecar: a new upstream.
+    let added = free_port();
+    let reg = serde_json::json!({"name": "socat", "port": echo_addr.port(),
+        "connect": {"sidecar_service": {"port": sidecar_port, "proxy": {"upstreams": [
+            {"destination_name": "socat", "local_bind_port": added}]}}}});
+    a.put_ok("/v1/agent/service/register", &reg.to_string())
+        .await;
+    let via_new = eventually(WAIT, "the new upstream listener", || async {
+        round_trip(&format!("127.0.0.1:{added}"), b"new upstream").await
+    })
+    .await;
+    assert_eq!(via_new, b"new upstream");
+
     assert_eq!(
         web.terminate(WAIT).and_then(|s| s.code()),
         Some(0),
