@@ -57,12 +57,13 @@ async fn put_key(
         value: Some(body.to_vec()),
         ..Default::default()
     };
-    let op = if let Some(session) = p.get("acquire") {
-        entry.session = session.to_string();
-        KvOp::Lock
-    } else if let Some(session) = p.get("release") {
+    // With both, `release` wins, as in Consul's handler.
+    let op = if let Some(session) = p.get("release") {
         entry.session = session.to_string();
         KvOp::Unlock
+    } else if let Some(session) = p.get("acquire") {
+        entry.session = session.to_string();
+        KvOp::Lock
     } else if let Some(cas) = p.u64("cas")? {
         entry.raft = RaftIndex {
             create_index: 0,

@@ -3,17 +3,24 @@
 
 use crate::raft::{now_ms, Command, RaftNode};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// Consul waits this many TTLs before invalidating a session.
 pub const TTL_MULTIPLIER: u32 = 2;
 
+/// Running timers by session ID, with the generation that started each.
+#[derive(Default)]
+struct Timers {
+    running: HashMap<String, (u64, JoinHandle<()>)>,
+    generation: u64,
+}
+
 /// One timer per session with a TTL.
 pub struct SessionTimers {
     node: RaftNode,
-    timers: Mutex<HashMap<String, JoinHandle<()>>>,
+    timers: Arc<Mutex<Timers>>,
 }
 
 impl SessionTimers {
@@ -22,7 +29,7 @@ impl SessionTimers {
     pub fn new(node: RaftNode) -> Self {
         SessionTimers {
             node,
-            timers: Mutex::new(HashMap::new()),
+            timers: Arc::default(),
         }
     }
 
@@ -33,6 +40,10 @@ impl SessionTimers {
         }
         let node = self.node.clone();
         let session = id.to_string();
+        let timers = self.timers.clone();
+        let mut t = self.timers.lock().unwrap_or_else(|e| e.into_inner());
+        t.generation += 1;
+        let generation = t.generation;
         let handle = tokio::spawn(async move {
             tokio::time::sleep(ttl * TTL_MULTIPLIER).await;
             let cmd = Command::SessionDestroy {
@@ -44,13 +55,15 @@ impl SessionTimers {
             } else {
                 tracing::debug!(session = %session, "session TTL expired");
             }
+            let mut t = timers.lock().unwrap_or_else(|e| e.into_inner());
+            if t.running
+                .get(&session)
+                .is_some_and(|(g, _)| *g == generation)
+            {
+                t.running.remove(&session);
+            }
         });
-        let old = self
-            .timers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), handle);
-        if let Some(old) = old {
+        if let Some((_, old)) = t.running.insert(id.to_string(), (generation, handle)) {
             old.abort();
         }
     }
@@ -61,9 +74,10 @@ impl SessionTimers {
             .timers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .running
             .remove(id)
         {
-            h.abort();
+            h.1.abort();
         }
     }
 
