@@ -16,12 +16,9 @@ use crate::CaError;
 /// X.509 limits a common name to 64 characters.
 const MAX_CN_CHARS: usize = 64;
 
-/// Generates an EC P-256 key and a CSR for `id`: the SPIFFE URI as the only
-/// SAN and the service name (cut to 64 characters) as common name. Returns
-/// `(csr_pem, private_key_pem)`; the key is PKCS#8 and never leaves the
-/// caller.
-pub fn generate_csr(id: &SpiffeId) -> Result<(String, String), CaError> {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+/// Certificate parameters naming `id`: its service as common name and its
+/// URI as the only SAN (shared by CSRs and the leaves signed from them).
+pub(crate) fn spiffe_params(id: &SpiffeId) -> Result<CertificateParams, CaError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
@@ -29,7 +26,16 @@ pub fn generate_csr(id: &SpiffeId) -> Result<(String, String), CaError> {
         .push(DnType::CommonName, common_name(id));
     let uri = Ia5String::try_from(id.uri()).map_err(|e| CaError::Generate(e.to_string()))?;
     params.subject_alt_names = vec![SanType::URI(uri)];
-    let csr = params.serialize_request(&key)?;
+    Ok(params)
+}
+
+/// Generates an EC P-256 key and a CSR for `id`: the SPIFFE URI as the only
+/// SAN and the service name (cut to 64 characters) as common name. Returns
+/// `(csr_pem, private_key_pem)`; the key is PKCS#8 and never leaves the
+/// caller.
+pub fn generate_csr(id: &SpiffeId) -> Result<(String, String), CaError> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let csr = spiffe_params(id)?.serialize_request(&key)?;
     Ok((csr.pem()?, key.serialize_pem()))
 }
 
@@ -43,7 +49,7 @@ pub fn inspect_csr(csr_pem: &str) -> Result<SpiffeId, CaError> {
 
 /// The common name a leaf for `id` carries: the service name, or the trust
 /// domain for a signing ID, cut to 64 characters.
-pub(crate) fn common_name(id: &SpiffeId) -> String {
+fn common_name(id: &SpiffeId) -> String {
     id.service_name()
         .unwrap_or(id.trust_domain())
         .chars()

@@ -3,14 +3,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use rcgen::string::Ia5String;
-use rcgen::{
-    CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType,
-    SerialNumber,
-};
+use rcgen::{ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SerialNumber};
 use serde::{Deserialize, Serialize};
 
-use crate::csr::{common_name, ValidatedCsr};
+use crate::csr::ValidatedCsr;
 use crate::root::{RootSigner, BACKDATE};
 use crate::util::{self, rfc3339};
 use crate::CaError;
@@ -96,13 +92,7 @@ pub(crate) fn issue(
     }
     let serial = util::random_serial()?;
 
-    let mut params = CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name(id));
-    let uri = Ia5String::try_from(id.uri()).map_err(|e| CaError::Generate(e.to_string()))?;
-    params.subject_alt_names = vec![SanType::URI(uri)];
+    let mut params = crate::csr::spiffe_params(id)?;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = leaf_key_usages();
     params.extended_key_usages = vec![
