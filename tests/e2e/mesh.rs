@@ -158,3 +158,100 @@ async fn a_proxy_without_a_registration_says_so() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("-upstream"));
 }
+
+/// Registers `id` of service `name` on `echo`, with a sidecar on a free port,
+/// and starts that sidecar; returns it.
+async fn instance(a: &Agent, name: &str, id: &str, echo: SocketAddr) -> MeshProcess {
+    let port = free_port();
+    let reg = serde_json::json!({"name": name, "id": id, "port": echo.port(),
+        "connect": {"sidecar_service": {"port": port}}});
+    a.put_ok("/v1/agent/service/register", &reg.to_string())
+        .await;
+    let p = MeshProcess::spawn(
+        a,
+        &["proxy", "-sidecar-for", id, "-bind-address", "127.0.0.1"],
+    );
+    assert_eq!(
+        p.wait_line("Public listener:", WAIT),
+        format!("127.0.0.1:{port}")
+    );
+    p
+}
+
+#[tokio::test]
+async fn traffic_survives_a_lost_instance_and_a_root_rotation() {
+    let a = Agent::start(&[]);
+    let one = instance(&a, "echo", "echo-1", echo_server().await).await;
+    let two = instance(&a, "echo", "echo-2", echo_server().await).await;
+    eventually(WAIT, "both sidecars healthy", || async {
+        let v = a.get("/v1/health/connect/echo?passing").await.json();
+        (v.as_array().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    let web = MeshProcess::spawn(&a, &["proxy", "-service", "web", "-upstream", "echo:0"]);
+    let upstream = web.wait_line("Upstream echo:", WAIT);
+    eventually(WAIT, "an echo", || async {
+        round_trip(&upstream, b"up").await
+    })
+    .await;
+
+    // One instance's sidecar dies: the connect fails over to the other, even
+    // before its health check notices.
+    drop(one);
+    for i in 0..20u8 {
+        let msg = [b'a' + i; 16];
+        assert_eq!(
+            round_trip(&upstream, &msg).await.as_deref(),
+            Some(&msg[..]),
+            "connection {i} after losing an instance"
+        );
+    }
+
+    // A steady stream of connections while the root rotates: none fails.
+    let before = a.get("/v1/connect/ca/roots").await.json()["ActiveRootID"].clone();
+    let stream = {
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            let mut ok = 0u32;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+            while tokio::time::Instant::now() < deadline {
+                match round_trip(&upstream, b"steady").await {
+                    Some(b) if b == b"steady" => ok += 1,
+                    other => return Err(format!("failed after {ok} good: {other:?}")),
+                }
+            }
+            Ok(ok)
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(
+        dir.path(),
+        "ca.json",
+        r#"{"Provider":"consul","Config":{"RootCertTTL":"43000h"}}"#,
+    );
+    let out = a.cli(&[
+        "connect",
+        "ca",
+        "set-config",
+        "-config-file",
+        &file.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = a.get("/v1/connect/ca/roots").await.json()["ActiveRootID"].clone();
+    assert_ne!(before, after, "the root rotated");
+    let good = stream
+        .await
+        .unwrap()
+        .expect("no connection failed during the rotation");
+    assert!(good > 10, "only {good} connections ran");
+    // And after it.
+    assert_eq!(
+        round_trip(&upstream, b"after").await.as_deref(),
+        Some(&b"after"[..])
+    );
+    drop(two);
+}
