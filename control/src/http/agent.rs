@@ -2,7 +2,7 @@
 
 use super::{Api, ApiError, ApiState, Ctx};
 use crate::agent::{AgentError, CheckDefinition, ServiceDefinition, Source};
-use crate::structs::{aggregate_status, status, HealthCheck, NodeService};
+use crate::structs::{aggregate_status, status, HealthCheck};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -49,18 +49,9 @@ fn json_body(body: &[u8]) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))
 }
 
-/// An instance as `/v1/agent/services` shows it: no Raft indexes.
-fn agent_service(s: &NodeService) -> Value {
-    let mut v = serde_json::to_value(s).unwrap_or_default();
-    if let Value::Object(m) = &mut v {
-        m.remove("CreateIndex");
-        m.remove("ModifyIndex");
-    }
-    v
-}
-
-fn agent_check(c: &HealthCheck) -> Value {
-    let mut v = serde_json::to_value(c).unwrap_or_default();
+/// A record as the agent endpoints show it: without Raft indexes.
+fn without_indexes<T: serde::Serialize>(record: &T) -> Value {
+    let mut v = serde_json::to_value(record).unwrap_or_default();
     if let Value::Object(m) = &mut v {
         m.remove("CreateIndex");
         m.remove("ModifyIndex");
@@ -127,7 +118,7 @@ async fn services(State(api): Api, ctx: Ctx) -> Result<Json<Value>, ApiError> {
         .local()
         .services
         .values()
-        .map(|s| agent_service(&s.service))
+        .map(|s| without_indexes(&s.service))
         .collect();
     let kept = super::apply_filter(all, opts.filter.as_deref())?;
     let map: Map<String, Value> = kept
@@ -139,7 +130,7 @@ async fn services(State(api): Api, ctx: Ctx) -> Result<Json<Value>, ApiError> {
 
 /// The instance with its `ContentHash`, or `None` if unknown.
 fn hashed_service(api: &ApiState, id: &str) -> Option<(String, Value)> {
-    let mut v = agent_service(&api.agent.local().services.get(id)?.service);
+    let mut v = without_indexes(&api.agent.local().services.get(id)?.service);
     let hash = format!("{:016x}", fnv1a(v.to_string().as_bytes()));
     if let Value::Object(m) = &mut v {
         m.insert("ContentHash".into(), Value::String(hash.clone()));
@@ -226,7 +217,7 @@ async fn checks(State(api): Api, ctx: Ctx) -> Result<Json<Value>, ApiError> {
         .local()
         .checks
         .values()
-        .map(|c| agent_check(&c.check))
+        .map(|c| without_indexes(&c.check))
         .collect();
     let kept = super::apply_filter(all, opts.filter.as_deref())?;
     let map: Map<String, Value> = kept
@@ -323,8 +314,8 @@ fn local_health(api: &ApiState, id: &str) -> Option<(&'static str, Value, Vec<Va
     let agg = aggregate_status(checks.iter().map(|c| c.status.as_str()));
     Some((
         agg,
-        agent_service(&svc.service),
-        checks.into_iter().map(agent_check).collect(),
+        without_indexes(&svc.service),
+        checks.into_iter().map(without_indexes).collect(),
     ))
 }
 
