@@ -1,35 +1,21 @@
 //! The operator CLI against a running agent.
 
 use crate::support::{mesh_bin, write_file, Agent};
-use std::process::Output;
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 #[tokio::test]
 async fn kv_commands() {
     let a = Agent::start(&[]);
     assert_eq!(
-        stdout(&a.cli(&["kv", "put", "cfg/a", "1"])),
+        a.cli_ok(&["kv", "put", "cfg/a", "1"]),
         "Success! Data written to: cfg/a\n"
     );
-    stdout(&a.cli(&["kv", "put", "-flags=7", "cfg/b", "2"]));
-    assert_eq!(stdout(&a.cli(&["kv", "get", "cfg/a"])), "1\n");
+    a.cli_ok(&["kv", "put", "-flags=7", "cfg/b", "2"]);
+    assert_eq!(a.cli_ok(&["kv", "get", "cfg/a"]), "1\n");
     assert_eq!(
-        stdout(&a.cli(&["kv", "get", "-recurse", "cfg"])),
+        a.cli_ok(&["kv", "get", "-recurse", "cfg"]),
         "cfg/a:1\ncfg/b:2\n"
     );
-    assert_eq!(
-        stdout(&a.cli(&["kv", "get", "-keys", "cfg/"])),
-        "cfg/a\ncfg/b\n"
-    );
+    assert_eq!(a.cli_ok(&["kv", "get", "-keys", "cfg/"]), "cfg/a\ncfg/b\n");
     let missing = a.cli(&["kv", "get", "cfg/zzz"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("No key exists at: cfg/zzz"));
@@ -38,20 +24,20 @@ async fn kv_commands() {
     assert!(!cas.status.success());
     assert!(String::from_utf8_lossy(&cas.stderr).contains("CAS failed"));
 
-    let export = stdout(&a.cli(&["kv", "export", "cfg/"]));
+    let export = a.cli_ok(&["kv", "export", "cfg/"]);
     let exported: serde_json::Value = serde_json::from_str(&export).unwrap();
     assert_eq!(exported[1]["flags"], 7);
-    stdout(&a.cli(&["kv", "delete", "-recurse", "cfg/"]));
+    a.cli_ok(&["kv", "delete", "-recurse", "cfg/"]);
     assert_eq!(a.get("/v1/kv/cfg?recurse").await.status, 404);
 
     let dir = tempfile::tempdir().unwrap();
     let file = write_file(dir.path(), "export.json", &export);
-    let import = stdout(&a.cli(&["kv", "import", &format!("@{}", file.display())]));
+    let import = a.cli_ok(&["kv", "import", &format!("@{}", file.display())]);
     assert!(import.contains("Imported: cfg/b"));
     assert_eq!(a.get("/v1/kv/cfg/b?raw").await.text, "2");
     assert_eq!(a.get("/v1/kv/cfg/b").await.json()[0]["Flags"], 7);
     assert_eq!(
-        stdout(&a.cli(&["kv", "delete", "cfg/b"])),
+        a.cli_ok(&["kv", "delete", "cfg/b"]),
         "Success! Deleted key: cfg/b\n"
     );
 }
@@ -65,15 +51,15 @@ async fn catalog_services_members_and_lock() {
         "svc.hcl",
         "service {\n  name = \"billing\"\n  port = 7000\n  tags = [\"blue\"]\n}\n",
     );
-    let out = stdout(&a.cli(&["services", "register", &file.display().to_string()]));
+    let out = a.cli_ok(&["services", "register", &file.display().to_string()]);
     assert_eq!(out, "Registered service: billing\n");
-    let services = stdout(&a.cli(&["catalog", "services", "-tags"]));
+    let services = a.cli_ok(&["catalog", "services", "-tags"]);
     assert!(services.contains("billing  blue"), "{services}");
-    assert!(stdout(&a.cli(&["catalog", "nodes"])).contains("test-node"));
-    assert_eq!(stdout(&a.cli(&["catalog", "datacenters"])), "dc1\n");
-    assert!(stdout(&a.cli(&["members"])).contains("alive"));
-    assert!(stdout(&a.cli(&["info"])).contains("node_name = test-node"));
-    stdout(&a.cli(&["services", "deregister", "-id=billing"]));
+    assert!(a.cli_ok(&["catalog", "nodes"]).contains("test-node"));
+    assert_eq!(a.cli_ok(&["catalog", "datacenters"]), "dc1\n");
+    assert!(a.cli_ok(&["members"]).contains("alive"));
+    assert!(a.cli_ok(&["info"]).contains("node_name = test-node"));
+    a.cli_ok(&["services", "deregister", "-id=billing"]);
     assert_eq!(a.get("/v1/catalog/service/billing").await.text, "[]");
 
     // `mesh lock` holds the lock while the child runs and passes its status.

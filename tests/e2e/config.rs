@@ -58,12 +58,7 @@ async fn config_dir_services_and_reload() {
         "db.json",
         r#"{"services": [{"name": "db", "port": 5432}]}"#,
     );
-    let out = a.cli(&["reload"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    a.cli_ok(&["reload"]);
     assert_eq!(
         ids(&a.get("/v1/agent/services").await.json()),
         vec!["db", "web"]

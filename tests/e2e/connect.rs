@@ -127,16 +127,8 @@ async fn intentions_through_the_api_and_the_cli() {
         "allowed by default with ACLs off"
     );
 
-    let out = a.cli(&["intention", "create", "-deny", "web", "socat"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "Created: web => socat (deny)\n"
-    );
+    let out = a.cli_ok(&["intention", "create", "-deny", "web", "socat"]);
+    assert_eq!(out, "Created: web => socat (deny)\n");
     assert!(!check("web", "socat").await);
     assert!(check("api", "socat").await);
     let again = a.cli(&["intention", "create", "-deny", "web", "socat"]);
@@ -247,16 +239,8 @@ async fn config_entries_from_hcl_files() {
         "intentions.hcl",
         "Kind = \"service-intentions\"\nName = \"db\"\nSources = [\n  {\n    Name   = \"web\"\n    Action = \"allow\"\n  },\n  {\n    Name   = \"*\"\n    Action = \"deny\"\n  }\n]\n",
     );
-    let out = a.cli(&["config", "write", &file.display().to_string()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "Config entry written: service-intentions/db\n"
-    );
+    let out = a.cli_ok(&["config", "write", &file.display().to_string()]);
+    assert_eq!(out, "Config entry written: service-intentions/db\n");
     let read = a.cli(&[
         "config",
         "read",

@@ -149,6 +149,18 @@ impl Agent {
             .expect("run mesh")
     }
 
+    /// Runs the CLI, requires it to succeed, and returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "mesh {args:?}: exit {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Kills the agent with SIGKILL and waits for it.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
