@@ -90,18 +90,52 @@ impl Client {
         })
     }
 
-    /// Sends a request; `path` may carry a query string.
-    pub async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Reply> {
+    /// A request to `path` (which may carry a query string) with the
+    /// datacenter and token, on `http`.
+    fn request(
+        &self,
+        http: &reqwest::Client,
+        method: Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
         let mut url = format!("{}{}", self.base, path);
         if let Some(dc) = &self.datacenter {
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str("dc=");
             url.push_str(dc);
         }
-        let mut req = self.http.request(method, &url);
+        let mut req = http.request(method, &url);
         if let Some(t) = &self.token {
             req = req.header("X-Consul-Token", t);
         }
+        req
+    }
+
+    /// Opens a streaming GET of `path`: no limit on the whole response, but
+    /// a read that waits longer than `idle` fails. Fails unless the status
+    /// is 2xx, with the agent's message.
+    pub async fn stream(&self, path: &str, idle: std::time::Duration) -> Result<reqwest::Response> {
+        let http = reqwest::Client::builder()
+            .read_timeout(idle)
+            .tcp_keepalive(std::time::Duration::from_secs(30))
+            .build()
+            .context("building the HTTP client")?;
+        let resp = self
+            .request(&http, Method::GET, path)
+            .send()
+            .await
+            .with_context(|| format!("Error connecting to the agent at {}", self.base))?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            bail!("Unexpected response code: {status} ({})", body.trim());
+        }
+        Ok(resp)
+    }
+
+    /// Sends a request; `path` may carry a query string.
+    pub async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Reply> {
+        let mut req = self.request(&self.http, method, path);
         if let Some(b) = body {
             req = req.body(b);
         }

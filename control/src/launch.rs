@@ -126,6 +126,7 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
         agent: agent.clone(),
         sessions,
         ca: ca.clone(),
+        proxies: crate::agent::proxycfg::ProxyConfigs::new(agent.clone(), leaves.clone()),
         leaves,
     });
     let mut tasks = vec![tokio::spawn(ca.run())];

@@ -4,6 +4,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use mesh_control::agent::{config_file, AgentConfig, Ports};
+use mesh_control::config_entry::intentions::Action;
 use mesh_control::dns::DnsConfig;
 use mesh_control::launch::{launch, LaunchConfig};
 use std::collections::BTreeMap;
@@ -180,6 +181,13 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
             "info".into()
         }
     });
+    let default_intention_policy = match file.default_intention_policy.as_deref() {
+        None | Some("") | Some("allow") => Action::Allow,
+        Some("deny") => Action::Deny,
+        Some(other) => {
+            bail!("invalid default_intention_policy {other:?}: must be \"allow\" or \"deny\"")
+        }
+    };
     let agent = AgentConfig {
         node_name: args.node.or(file.node_name).unwrap_or_else(hostname),
         node_id: match args.node_id {
@@ -195,6 +203,7 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
         server,
         enable_script_checks: args.enable_script_checks
             || file.enable_script_checks.unwrap_or(false),
+        default_intention_policy,
         config_paths: paths,
         node_meta,
         domain,

@@ -1,23 +1,32 @@
 //! `mesh proxy`: the sidecar (`-sidecar-for ID`) or a client-only proxy
 //! (`-service NAME -upstream DEST:PORT`).
 //!
-//! The command follows its inputs at the local agent with blocking queries —
-//! roots, its leaf, the intentions naming its service, and the healthy
-//! proxies of each upstream — and hands every new combination to the running
-//! proxy as a new config version, applied without a restart. (Design
-//! contract 7 has the agent push one computed config; until the agent grows
-//! that stream, the proxy assembles it from these watches.)
+//! The command holds no mesh logic of its own: it opens the agent's config
+//! stream (`/v1/agent/connect/proxy-config`), starts the proxy on the first
+//! version and swaps in every later one without a restart (design contract
+//! 7). When the stream breaks it keeps serving the last config and
+//! reconnects.
 
-use crate::client::{Client, HttpFlags};
+use crate::client::{encode_key, Client, HttpFlags};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use mesh_proxy::{IntentionRule, Proxy, ProxyConfig, PublicListener, Upstream};
+use mesh_proxy::{Proxy, ProxyConfig};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// The agent sends a heartbeat line every 15 s; a stream silent for this
+/// long is dead.
+const STREAM_IDLE: Duration = Duration::from_secs(45);
+
+/// How long to wait between attempts to reopen a broken stream.
+const RECONNECT: Duration = Duration::from_secs(1);
+
+/// How long SIGTERM lets open connections finish.
+const DRAIN: Duration = Duration::from_secs(10);
 
 /// Arguments of `mesh proxy`.
 #[derive(Args, Debug)]
@@ -41,29 +50,6 @@ pub struct ProxyArgs {
     log_level: String,
 }
 
-/// What the proxy serves, resolved once at start.
-#[derive(Debug)]
-struct Plan {
-    service: String,
-    public: Option<PublicListener>,
-    upstreams: Vec<(String, SocketAddr)>,
-}
-
-/// One changed input.
-enum Event {
-    Roots {
-        trust_domain: String,
-        roots: Vec<String>,
-    },
-    Leaf {
-        cert: String,
-        key: String,
-    },
-    Intentions(Vec<IntentionRule>),
-    Endpoints(String, Vec<SocketAddr>),
-    Registration(Value),
-}
-
 /// Parses `DEST:PORT` (or `DEST:ADDR:PORT`).
 fn parse_upstream(s: &str) -> Result<(String, SocketAddr)> {
     let (dest, rest) = s
@@ -79,10 +65,6 @@ fn parse_upstream(s: &str) -> Result<(String, SocketAddr)> {
         bail!("invalid -upstream {s:?}: empty destination");
     }
     Ok((dest.to_string(), addr))
-}
-
-fn cli_upstreams(args: &ProxyArgs) -> Result<Vec<(String, SocketAddr)>> {
-    args.upstream.iter().map(|u| parse_upstream(u)).collect()
 }
 
 /// Finds the sidecar registered for service ID `id`; returns its ID.
@@ -103,227 +85,72 @@ async fn find_sidecar(client: &Client, id: &str) -> Result<String> {
         .to_string())
 }
 
-/// The plan a sidecar registration describes, plus the `-upstream` flags.
-fn sidecar_plan(sidecar: &Value, args: &ProxyArgs) -> Result<Plan> {
-    let mut upstreams = cli_upstreams(args)?;
-    let proxy = &sidecar["Proxy"];
-    let service = proxy["DestinationServiceName"]
-        .as_str()
-        .context("the sidecar registration has no DestinationServiceName")?
-        .to_string();
-    let local_ip: IpAddr = proxy["LocalServiceAddress"]
-        .as_str()
-        .unwrap_or("127.0.0.1")
-        .parse()
-        .context("LocalServiceAddress is not an IP address")?;
-    let local_port = proxy["LocalServicePort"]
-        .as_u64()
-        .context("LocalServicePort is missing")?;
-    let port = sidecar["Port"]
-        .as_u64()
-        .context("the sidecar has no Port")?;
-    let bind_ip = args.bind_address.unwrap_or([0, 0, 0, 0].into());
-    for u in proxy["Upstreams"].as_array().into_iter().flatten() {
-        let dest = u["DestinationName"]
-            .as_str()
-            .context("an upstream has no DestinationName")?;
-        let ip: IpAddr = u["LocalBindAddress"]
-            .as_str()
-            .filter(|a| !a.is_empty())
-            .unwrap_or("127.0.0.1")
-            .parse()
-            .context("LocalBindAddress is not an IP address")?;
-        let port = u["LocalBindPort"]
-            .as_u64()
-            .context("an upstream has no LocalBindPort")?;
-        upstreams.push((dest.to_string(), SocketAddr::new(ip, port as u16)));
+/// The agent path of this proxy's config stream.
+async fn stream_path(client: &Client, args: &ProxyArgs) -> Result<String> {
+    let mut query = Vec::new();
+    let path = match (&args.service, &args.sidecar_for) {
+        (Some(service), _) => {
+            query.push(format!("service={}", encode_key(service)));
+            "/v1/agent/connect/proxy-config".to_string()
+        }
+        (None, Some(id)) => {
+            let sidecar = find_sidecar(client, id).await?;
+            format!("/v1/agent/connect/proxy-config/{}", encode_key(&sidecar))
+        }
+        (None, None) => bail!("one of -sidecar-for or -service is required"),
+    };
+    for u in &args.upstream {
+        let (dest, addr) = parse_upstream(u)?;
+        query.push(format!(
+            "upstream={}",
+            encode_key(&format!("{dest}:{addr}"))
+        ));
     }
-    Ok(Plan {
-        service,
-        public: Some(PublicListener {
-            bind: SocketAddr::new(bind_ip, port as u16),
-            local_app: SocketAddr::new(local_ip, local_port as u16),
-        }),
-        upstreams,
+    if let Some(ip) = args.bind_address {
+        query.push(format!("bind_address={}", encode_key(&ip.to_string())));
+    }
+    Ok(if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{}", query.join("&"))
     })
 }
 
-/// Follows the sidecar's registration with hash-based blocking queries
-/// (`/v1/agent/service/:id?hash=`), sending it whenever it changes.
-fn watch_registration(http: HttpFlags, id: String, tx: mpsc::Sender<Event>) {
-    tokio::spawn(async move {
-        let Ok(client) = Client::new(&http) else {
-            return;
-        };
-        let mut hash = String::new();
-        loop {
-            let url = format!("/v1/agent/service/{id}?hash={hash}&wait=5m");
-            match client.get(&url).await.and_then(|r| r.ok()) {
-                Ok(reply) => {
-                    let Ok(body) = reply.json::<Value>() else {
-                        continue;
-                    };
-                    let new = body["ContentHash"].as_str().unwrap_or_default().to_string();
-                    if new != hash {
-                        hash = new;
-                        if tx.send(Event::Registration(body)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(service = %id, error = %e, "registration watch failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    });
+/// One open config stream: newline-delimited configs; empty lines are
+/// heartbeats.
+struct ConfigStream {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
 }
 
-/// Follows `path` with blocking queries, sending `parse(body)` whenever the
-/// index moves. Retries with a short backoff when the agent is unreachable.
-fn watch<F>(http: HttpFlags, path: String, tx: mpsc::Sender<Event>, parse: F)
-where
-    F: Fn(&Value) -> Option<Event> + Send + 'static,
-{
-    tokio::spawn(async move {
-        let Ok(client) = Client::new(&http) else {
-            return;
-        };
-        let mut index = 0u64;
-        let sep = if path.contains('?') { '&' } else { '?' };
-        loop {
-            let url = format!("{path}{sep}index={index}&wait=5m");
-            match client.get(&url).await.and_then(|r| r.ok()) {
-                Ok(reply) if reply.index != index || index == 0 => {
-                    index = reply.index.max(1);
-                    let Ok(body) = reply.json::<Value>() else {
-                        continue;
-                    };
-                    if let Some(ev) = parse(&body) {
-                        if tx.send(ev).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(path = %path, error = %e, "watch failed; retrying");
-                    index = 0;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    });
-}
-
-fn parse_roots(v: &Value) -> Option<Event> {
-    Some(Event::Roots {
-        trust_domain: v["TrustDomain"].as_str()?.to_string(),
-        roots: v["Roots"]
-            .as_array()?
-            .iter()
-            .filter_map(|r| r["RootCert"].as_str().map(str::to_string))
-            .collect(),
-    })
-}
-
-fn parse_leaf(v: &Value) -> Option<Event> {
-    Some(Event::Leaf {
-        cert: v["CertPEM"].as_str()?.to_string(),
-        key: v["PrivateKeyPEM"].as_str()?.to_string(),
-    })
-}
-
-fn parse_endpoints(dest: String) -> impl Fn(&Value) -> Option<Event> {
-    move |v| {
-        let endpoints = v
-            .as_array()?
-            .iter()
-            .filter_map(|e| {
-                let svc = &e["Service"];
-                let addr = svc["Address"]
-                    .as_str()
-                    .filter(|a| !a.is_empty())
-                    .or(e["Node"]["Address"].as_str())?;
-                let ip: IpAddr = addr.parse().ok()?;
-                Some(SocketAddr::new(ip, svc["Port"].as_u64()? as u16))
-            })
-            .collect();
-        Some(Event::Endpoints(dest.clone(), endpoints))
-    }
-}
-
-fn parse_intentions(service: String) -> impl Fn(&Value) -> Option<Event> {
-    move |v| {
-        let rules = v[service.as_str()]
-            .as_array()?
-            .iter()
-            .filter_map(|i| {
-                Some(IntentionRule {
-                    source: i["SourceName"].as_str()?.to_string(),
-                    allow: i["Action"].as_str()? == "allow",
-                    precedence: i["Precedence"].as_i64()? as i32,
-                })
-            })
-            .collect();
-        Some(Event::Intentions(rules))
-    }
-}
-
-/// The inputs seen so far; a config exists once each has arrived.
-#[derive(Default)]
-struct Inputs {
-    roots: Option<(String, Vec<String>)>,
-    leaf: Option<(String, String)>,
-    intentions: Option<Vec<IntentionRule>>,
-    endpoints: BTreeMap<String, Vec<SocketAddr>>,
-}
-
-impl Inputs {
-    fn apply(&mut self, ev: Event) {
-        match ev {
-            Event::Roots {
-                trust_domain,
-                roots,
-            } => self.roots = Some((trust_domain, roots)),
-            Event::Leaf { cert, key } => self.leaf = Some((cert, key)),
-            Event::Intentions(r) => self.intentions = Some(r),
-            Event::Endpoints(dest, e) => {
-                self.endpoints.insert(dest, e);
-            }
-            Event::Registration(_) => {}
-        }
-    }
-
-    fn config(&self, plan: &Plan, datacenter: &str, version: u64) -> Option<ProxyConfig> {
-        let (trust_domain, roots) = self.roots.clone()?;
-        let (cert, key) = self.leaf.clone()?;
-        let intentions = self.intentions.clone()?;
-        let mut upstreams = Vec::new();
-        for (dest, bind) in &plan.upstreams {
-            upstreams.push(Upstream {
-                destination: dest.clone(),
-                bind: *bind,
-                endpoints: self.endpoints.get(dest)?.clone(),
-            });
-        }
-        Some(ProxyConfig {
-            version,
-            service: plan.service.clone(),
-            trust_domain,
-            datacenter: datacenter.to_string(),
-            leaf_cert_pem: cert,
-            leaf_key_pem: key,
-            roots_pem: roots,
-            public_listener: plan.public.clone(),
-            upstreams,
-            intentions,
-            default_allow: true,
-            idle_timeout: mesh_proxy::DEFAULT_IDLE_TIMEOUT,
-            handshake_timeout: mesh_proxy::DEFAULT_HANDSHAKE_TIMEOUT,
-            connect_timeout: mesh_proxy::DEFAULT_CONNECT_TIMEOUT,
+impl ConfigStream {
+    async fn open(client: &Client, path: &str) -> Result<ConfigStream> {
+        Ok(ConfigStream {
+            resp: client.stream(path, STREAM_IDLE).await?,
+            buf: Vec::new(),
         })
+    }
+
+    /// The next config; an error when the stream ends or breaks.
+    async fn next(&mut self) -> Result<ProxyConfig> {
+        loop {
+            if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return serde_json::from_slice(&line).context("decoding a config from the agent");
+            }
+            match self
+                .resp
+                .chunk()
+                .await
+                .context("reading the config stream")?
+            {
+                Some(chunk) => self.buf.extend_from_slice(&chunk),
+                None => bail!("the agent closed the config stream"),
+            }
+        }
     }
 }
 
@@ -342,127 +169,67 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
     }
 }
 
-async fn serve(args: ProxyArgs) -> Result<()> {
-    let client = Client::new(&args.http)?;
-    let (tx, mut rx) = mpsc::channel(64);
-    let mut plan = match (&args.service, &args.sidecar_for) {
-        (Some(service), _) => Plan {
-            service: service.clone(),
-            public: None,
-            upstreams: cli_upstreams(&args)?,
-        },
-        (None, Some(id)) => {
-            let sidecar_id = find_sidecar(&client, id).await?;
-            let reg: Value = client
-                .get(&format!("/v1/agent/service/{sidecar_id}"))
-                .await?
-                .ok()?
-                .json()?;
-            let plan = sidecar_plan(&reg, &args)?;
-            watch_registration(args.http.clone(), sidecar_id, tx.clone());
-            plan
-        }
-        (None, None) => bail!("one of -sidecar-for or -service is required"),
-    };
-    let me: Value = client.get("/v1/agent/self").await?.ok()?.json()?;
-    let datacenter = me["Config"]["Datacenter"]
-        .as_str()
-        .unwrap_or("dc1")
-        .to_string();
-
-    watch(
-        args.http.clone(),
-        "/v1/agent/connect/ca/roots".into(),
-        tx.clone(),
-        parse_roots,
-    );
-    watch(
-        args.http.clone(),
-        format!("/v1/agent/connect/ca/leaf/{}", plan.service),
-        tx.clone(),
-        parse_leaf,
-    );
-    watch(
-        args.http.clone(),
-        format!(
-            "/v1/connect/intentions/match?by=destination&name={}",
-            plan.service
-        ),
-        tx.clone(),
-        parse_intentions(plan.service.clone()),
-    );
-    let mut watched = std::collections::BTreeSet::new();
-    let watch_upstreams = |plan: &Plan, watched: &mut std::collections::BTreeSet<String>| {
-        for (dest, _) in &plan.upstreams {
-            if watched.insert(dest.clone()) {
-                watch(
-                    args.http.clone(),
-                    format!("/v1/health/connect/{dest}?passing"),
-                    tx.clone(),
-                    parse_endpoints(dest.clone()),
-                );
-            }
-        }
-    };
-    watch_upstreams(&plan, &mut watched);
-
-    let mut inputs = Inputs::default();
-    let mut version = 1;
-    let first = loop {
-        let ev = tokio::time::timeout(Duration::from_secs(60), rx.recv())
-            .await
-            .context("timed out waiting for the agent's roots, leaf and intentions")?
-            .ok_or_else(|| anyhow!("lost the agent"))?;
-        if let Event::Registration(reg) = &ev {
-            plan = sidecar_plan(reg, &args)?;
-            watch_upstreams(&plan, &mut watched);
-        }
-        inputs.apply(ev);
-        if let Some(cfg) = inputs.config(&plan, &datacenter, version) {
-            break cfg;
-        }
-    };
-    let proxy = Proxy::start(first).await.context("starting the proxy")?;
-    println!("==> Mesh proxy running for service {:?}", plan.service);
+fn announce(proxy: &Proxy, config: &ProxyConfig) {
+    println!("==> Mesh proxy running for service {:?}", config.service);
     if let Some(addr) = proxy.public_addr() {
         println!("    Public listener: {addr}");
     }
-    for (dest, _) in &plan.upstreams {
-        if let Some(addr) = proxy.upstream_addr(dest) {
-            println!("    Upstream {dest}: {addr}");
+    for u in &config.upstreams {
+        if let Some(addr) = proxy.upstream_addr(&u.destination) {
+            println!("    Upstream {}: {addr}", u.destination);
         }
     }
+}
 
-    use tokio::signal::unix::{signal, SignalKind};
+async fn serve(args: ProxyArgs) -> Result<()> {
+    let client = Client::new(&args.http)?;
+    let path = stream_path(&client, &args).await?;
+    let mut stream = ConfigStream::open(&client, &path).await?;
+    let first = stream.next().await?;
+    let mut version = first.version;
+    let proxy = Proxy::start(first.clone())
+        .await
+        .context("starting the proxy")?;
+    announce(&proxy, &first);
+
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut live = Some(stream);
     loop {
-        tokio::select! {
-            ev = rx.recv() => {
-                let Some(ev) = ev else { break };
-                if let Event::Registration(reg) = &ev {
-                    match sidecar_plan(reg, &args) {
-                        Ok(p) if p.service == plan.service => {
-                            plan = p;
-                            watch_upstreams(&plan, &mut watched);
-                        }
-                        Ok(_) => tracing::error!("the sidecar now fronts another service; restart the proxy"),
-                        Err(e) => tracing::error!(error = %e, "ignoring an unusable registration"),
-                    }
-                }
-                inputs.apply(ev);
-                version += 1;
-                if let Some(cfg) = inputs.config(&plan, &datacenter, version) {
-                    if let Err(e) = proxy.update(cfg).await {
-                        tracing::error!(error = %e, "config update refused; keeping the running config");
-                    }
+        let next = async {
+            match &mut live {
+                Some(stream) => stream.next().await,
+                None => {
+                    tokio::time::sleep(RECONNECT).await;
+                    let mut stream = ConfigStream::open(&client, &path).await?;
+                    let config = stream.next().await;
+                    live = Some(stream);
+                    config
                 }
             }
+        };
+        let config = tokio::select! {
+            config = next => config,
             _ = term.recv() => break,
             _ = int.recv() => break,
+        };
+        match config {
+            Ok(config) => {
+                // Versions count per stream; a reopened stream starts over,
+                // so number what is applied here.
+                version += 1;
+                let config = ProxyConfig { version, ..config };
+                if let Err(e) = proxy.update(config).await {
+                    tracing::error!(error = %e, "config update refused; keeping the running config");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "lost the agent's config stream; serving the last config and reconnecting");
+                live = None;
+            }
         }
     }
-    let left = proxy.shutdown(Duration::from_secs(10)).await;
+    let left = proxy.shutdown(DRAIN).await;
     tracing::info!(closed = left, "proxy stopped");
     Ok(())
 }

@@ -12,5 +12,6 @@ mod health;
 mod kv;
 mod mesh;
 mod persistence;
+mod proxy_config;
 mod session;
 mod support;

@@ -29,6 +29,9 @@ pub struct FileSettings {
     pub bootstrap_expect: Option<u32>,
     /// `enable_script_checks`.
     pub enable_script_checks: Option<bool>,
+    /// `default_intention_policy`: `allow`, `deny`, or empty for the ACL
+    /// default (allow while ACLs are off).
+    pub default_intention_policy: Option<String>,
     /// `bind_addr`.
     pub bind_addr: Option<String>,
     /// `client_addr`.
@@ -81,6 +84,7 @@ const SETTINGS_KEYS: &[&str] = &[
     "Bootstrap",
     "BootstrapExpect",
     "EnableScriptChecks",
+    "DefaultIntentionPolicy",
     "BindAddr",
     "ClientAddr",
     "AdvertiseAddr",

@@ -109,6 +109,11 @@ impl LeafCache {
         self.issue(service)
     }
 
+    /// Follows issuance: the receiver wakes whenever any leaf is (re)issued.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     /// Like [`Self::get`], but waits (up to `wait`) until the leaf's index
     /// passes `min_index`.
     pub async fn get_blocking(

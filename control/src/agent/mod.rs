@@ -7,6 +7,7 @@ pub mod definition;
 pub mod leaf;
 mod local;
 mod persist;
+pub mod proxycfg;
 mod sidecar;
 mod sync;
 
@@ -36,6 +37,9 @@ pub struct AgentConfig {
     pub server: bool,
     /// Allow script checks.
     pub enable_script_checks: bool,
+    /// What happens to a connection no intention matches
+    /// (`default_intention_policy`; allow while ACLs are off, as Consul).
+    pub default_intention_policy: crate::config_entry::intentions::Action,
     /// Config files and directories, in load order.
     pub config_paths: Vec<PathBuf>,
     /// Node metadata.

@@ -14,9 +14,6 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-/// With ACLs off, connections no intention covers are allowed (as Consul).
-pub const DEFAULT_POLICY: Action = Action::Allow;
-
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/connect/intentions", get(list))
@@ -148,7 +145,12 @@ async fn matches(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
 async fn check(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
     let (source, destination) = (required(&ctx, "source")?, required(&ctx, "destination")?);
     let all = api.node.store().read().intentions();
-    let (action, _) = decide(&all, source, destination, DEFAULT_POLICY);
+    let (action, _) = decide(
+        &all,
+        source,
+        destination,
+        api.agent.config().default_intention_policy,
+    );
     Ok(Json(json!({ "Allowed": action == Action::Allow })).into_response())
 }
 
@@ -181,7 +183,12 @@ async fn authorize(State(api): Api, _ctx: Ctx, body: Bytes) -> Result<Response, 
         ))
     })?;
     let all = api.node.store().read().intentions();
-    let (action, by) = decide(&all, source, &b.target, DEFAULT_POLICY);
+    let (action, by) = decide(
+        &all,
+        source,
+        &b.target,
+        api.agent.config().default_intention_policy,
+    );
     let reason = match by {
         Some(i) => format!(
             "Matched L4 intention: {} => {} ({})",

@@ -14,6 +14,7 @@ mod health;
 mod intentions;
 mod internal;
 mod kv;
+mod proxy_config;
 mod query;
 mod session;
 mod status;
@@ -45,6 +46,8 @@ pub struct ApiState {
     pub ca: Arc<crate::server::ca::CaManager>,
     /// The agent's leaf certificates.
     pub leaves: Arc<crate::agent::leaf::LeafCache>,
+    /// The configs the agent pushes to its proxies.
+    pub proxies: crate::agent::proxycfg::ProxyConfigs,
 }
 
 /// The request's context: its query parameters, its target datacenter and its
@@ -153,6 +156,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(config::routes())
         .merge(connect_ca::routes())
         .merge(intentions::routes())
+        .merge(proxy_config::routes())
         .merge(kv::routes())
         .merge(session::routes())
         .merge(status::routes())

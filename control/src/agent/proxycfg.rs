@@ -1,0 +1,500 @@
+//! The config the agent pushes to its proxies (design contract 7).
+//!
+//! A proxy asks once ([`ProxyRequest`]); the agent computes a
+//! [`ProxyConfig`] from what it knows — the proxy's registration, the CA
+//! roots, the service's leaf from the [`LeafCache`], the intentions naming
+//! the service and the healthy proxies of each upstream — and recomputes it
+//! whenever one of those changes, handing every version that differs from
+//! the last to the proxy ([`ProxyConfigs::follow`]).
+
+use super::leaf::LeafCache;
+use super::Agent;
+use crate::config_entry::intentions::{sort_by_precedence, Action, WILDCARD};
+use crate::config_entry::kind::SERVICE_INTENTIONS;
+use crate::server::ca::CaOpError;
+use crate::state::{ca::CA, config_topic, table, StateData, Topic};
+use crate::structs::{kind, status, NodeService};
+use mesh_proxy::{IntentionRule, ProxyConfig, PublicListener, Upstream};
+use serde_json::Value;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long to wait before recomputing after a transient failure (no CA
+/// root yet, the signing rate limit).
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Which proxy a request is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyTarget {
+    /// A registered `connect-proxy` service, by its service ID: the public
+    /// listener and upstreams come from its registration.
+    Sidecar(String),
+    /// A proxy for this service name with no registration: upstreams only.
+    Service(String),
+}
+
+/// What a proxy asks the agent for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyRequest {
+    /// The proxy.
+    pub target: ProxyTarget,
+    /// Upstreams given on the proxy's command line, as `(destination,
+    /// bind)`, added to those of the registration.
+    pub extra_upstreams: Vec<(String, SocketAddr)>,
+    /// The IP the public listener binds, overriding the registration's.
+    pub bind_address: Option<IpAddr>,
+}
+
+/// Why no config can be computed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyCfgError {
+    /// No local service has this ID.
+    #[error("unknown proxy service ID {0:?}")]
+    UnknownProxy(String),
+    /// The service exists but cannot be served as a sidecar.
+    #[error("service {id:?} cannot be proxied: {reason}")]
+    BadRegistration {
+        /// The service ID.
+        id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An upstream given by the proxy is malformed.
+    #[error("invalid upstream {0:?}: want DEST:IP:PORT")]
+    BadUpstream(String),
+    /// The leaf could not be issued (no root yet, rate limited, no leader).
+    #[error("no leaf certificate: {0}")]
+    Leaf(#[from] CaOpError),
+}
+
+impl ProxyCfgError {
+    /// True when waiting may fix it (the CA), false when the request itself
+    /// is wrong.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ProxyCfgError::Leaf(_))
+    }
+}
+
+/// Parses an upstream as the proxy sends it: `DEST:IP:PORT`.
+pub fn parse_upstream(s: &str) -> Result<(String, SocketAddr), ProxyCfgError> {
+    let bad = || ProxyCfgError::BadUpstream(s.to_string());
+    let (dest, addr) = s.split_once(':').ok_or_else(bad)?;
+    if dest.is_empty() {
+        return Err(bad());
+    }
+    Ok((dest.to_string(), addr.parse().map_err(|_| bad())?))
+}
+
+/// The listeners a request resolves to, before any certificate is read.
+#[derive(Debug, Clone, PartialEq)]
+struct Plan {
+    service: String,
+    public: Option<PublicListener>,
+    upstreams: Vec<(String, SocketAddr)>,
+    connect_timeout: Option<Duration>,
+    handshake_timeout: Option<Duration>,
+}
+
+impl Plan {
+    /// The store topics whose changes can change this plan's config.
+    fn topics(&self) -> Vec<Topic> {
+        let mut topics = vec![
+            Topic::Exact(CA.into()),
+            Topic::Exact(config_topic(SERVICE_INTENTIONS)),
+        ];
+        topics.extend(
+            self.upstreams
+                .iter()
+                .map(|(dest, _)| Topic::Exact(table::connect(dest))),
+        );
+        topics
+    }
+}
+
+/// Reads a millisecond count from Consul's built-in proxy settings.
+fn millis(config: &Value, key: &str) -> Option<Duration> {
+    config[key]
+        .as_u64()
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+}
+
+/// An IP address field, `default` when unset.
+fn ip_field(v: &Value, field: &str, default: IpAddr) -> Result<IpAddr, String> {
+    match v[field].as_str().filter(|a| !a.is_empty()) {
+        None => Ok(default),
+        Some(a) => a
+            .parse()
+            .map_err(|_| format!("{field} {a:?} is not an IP address")),
+    }
+}
+
+/// The plan a sidecar registration describes. Consul's built-in proxy
+/// settings in `Proxy.Config` (`bind_address`, `bind_port`,
+/// `local_service_address`, `local_connect_timeout_ms`,
+/// `handshake_timeout_ms`) are honoured.
+fn sidecar_plan(svc: &NodeService, req: &ProxyRequest) -> Result<Plan, String> {
+    if svc.kind != kind::CONNECT_PROXY {
+        return Err(format!("its Kind is {:?}, not \"connect-proxy\"", svc.kind));
+    }
+    let proxy = svc.proxy.clone().unwrap_or_default();
+    let config = &proxy["Config"];
+    let service = proxy["DestinationServiceName"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or("Proxy.DestinationServiceName is not set")?
+        .to_string();
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    let local_app = match config["local_service_address"].as_str() {
+        Some(a) => a
+            .parse()
+            .map_err(|_| format!("local_service_address {a:?} is not IP:PORT"))?,
+        None => {
+            let ip = ip_field(&proxy, "LocalServiceAddress", loopback)?;
+            let port = proxy["LocalServicePort"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p > 0)
+                .ok_or("Proxy.LocalServicePort is not set")?;
+            SocketAddr::new(ip, port)
+        }
+    };
+    let bind_ip = match req.bind_address {
+        Some(ip) => ip,
+        None => ip_field(config, "bind_address", IpAddr::from([0, 0, 0, 0]))?,
+    };
+    let bind_port = config["bind_port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(svc.port);
+    let mut upstreams = Vec::new();
+    for (i, u) in proxy["Upstreams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let dest = u["DestinationName"]
+            .as_str()
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| format!("Upstreams[{i}].DestinationName is not set"))?;
+        let ip = ip_field(u, "LocalBindAddress", loopback)?;
+        let port = u["LocalBindPort"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| format!("Upstreams[{i}].LocalBindPort is not set"))?;
+        upstreams.push((dest.to_string(), SocketAddr::new(ip, port)));
+    }
+    upstreams.extend(req.extra_upstreams.iter().cloned());
+    Ok(Plan {
+        service,
+        public: Some(PublicListener {
+            bind: SocketAddr::new(bind_ip, bind_port),
+            local_app,
+        }),
+        upstreams,
+        connect_timeout: millis(config, "local_connect_timeout_ms"),
+        handshake_timeout: millis(config, "handshake_timeout_ms"),
+    })
+}
+
+/// The intentions with `service` (or `*`) as destination, highest
+/// precedence first, as the proxy's rules.
+fn intention_rules(d: &StateData, service: &str) -> Vec<IntentionRule> {
+    let mut matching: Vec<_> = d
+        .intentions()
+        .into_iter()
+        .filter(|i| i.destination_name == service || i.destination_name == WILDCARD)
+        .collect();
+    sort_by_precedence(&mut matching);
+    matching
+        .into_iter()
+        .map(|i| IntentionRule {
+            source: i.source_name,
+            allow: i.action == Action::Allow,
+            precedence: i.precedence,
+        })
+        .collect()
+}
+
+/// The public listeners of `dest`'s proxies whose checks all pass.
+fn healthy_endpoints(d: &StateData, dest: &str) -> Vec<SocketAddr> {
+    d.check_service_nodes(dest, &[], true)
+        .into_iter()
+        .filter(|e| e.checks.iter().all(|c| c.status == status::PASSING))
+        .filter_map(|e| {
+            let addr = Some(e.service.address.as_str())
+                .filter(|a| !a.is_empty())
+                .unwrap_or(&e.node.address);
+            Some(SocketAddr::new(addr.parse().ok()?, e.service.port))
+        })
+        .collect()
+}
+
+/// Computes and follows the configs of this agent's proxies.
+#[derive(Clone)]
+pub struct ProxyConfigs {
+    agent: Arc<Agent>,
+    leaves: Arc<LeafCache>,
+}
+
+impl ProxyConfigs {
+    /// Configs from `agent`'s registrations and store, with leaves from
+    /// `leaves`.
+    pub fn new(agent: Arc<Agent>, leaves: Arc<LeafCache>) -> Self {
+        ProxyConfigs { agent, leaves }
+    }
+
+    fn plan(&self, req: &ProxyRequest) -> Result<Plan, ProxyCfgError> {
+        match &req.target {
+            ProxyTarget::Service(name) => Ok(Plan {
+                service: name.clone(),
+                public: None,
+                upstreams: req.extra_upstreams.clone(),
+                connect_timeout: None,
+                handshake_timeout: None,
+            }),
+            ProxyTarget::Sidecar(id) => {
+                let svc = self
+                    .agent
+                    .local()
+                    .services
+                    .get(id)
+                    .map(|s| s.service.clone())
+                    .ok_or_else(|| ProxyCfgError::UnknownProxy(id.clone()))?;
+                sidecar_plan(&svc, req).map_err(|reason| ProxyCfgError::BadRegistration {
+                    id: id.clone(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// The config for `plan` as the store and leaf cache have it now, with
+    /// version 0.
+    fn compute(&self, plan: &Plan) -> Result<ProxyConfig, ProxyCfgError> {
+        let (_, leaf) = self.leaves.get(&plan.service)?;
+        let config = &self.agent.config();
+        let store = self.agent.raft().store().read();
+        let trust_domain = store
+            .ca
+            .config
+            .as_ref()
+            .map(|c| c.trust_domain())
+            .unwrap_or_default();
+        let upstreams = plan
+            .upstreams
+            .iter()
+            .map(|(dest, bind)| Upstream {
+                destination: dest.clone(),
+                bind: *bind,
+                endpoints: healthy_endpoints(&store, dest),
+            })
+            .collect();
+        Ok(ProxyConfig {
+            version: 0,
+            service: plan.service.clone(),
+            trust_domain,
+            datacenter: config.datacenter.clone(),
+            leaf_cert_pem: leaf.cert_pem,
+            leaf_key_pem: leaf.private_key_pem,
+            roots_pem: store.ca.roots.iter().map(|r| r.root_cert.clone()).collect(),
+            public_listener: plan.public.clone(),
+            upstreams,
+            intentions: intention_rules(&store, &plan.service),
+            default_allow: config.default_intention_policy == Action::Allow,
+            connect_timeout: plan
+                .connect_timeout
+                .unwrap_or(mesh_proxy::DEFAULT_CONNECT_TIMEOUT),
+            handshake_timeout: plan
+                .handshake_timeout
+                .unwrap_or(mesh_proxy::DEFAULT_HANDSHAKE_TIMEOUT),
+            ..ProxyConfig::default()
+        })
+    }
+
+    /// The first config for `req`, or why there is none. Transient failures
+    /// are retried until `wait` passes.
+    pub async fn first(
+        &self,
+        req: &ProxyRequest,
+        wait: Duration,
+    ) -> Result<ProxyConfig, ProxyCfgError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let result = self.plan(req).and_then(|plan| self.compute(&plan));
+            match result {
+                Err(e) if e.is_transient() && tokio::time::Instant::now() + RETRY < deadline => {
+                    tokio::time::sleep(RETRY).await;
+                }
+                other => {
+                    return other.map(|c| ProxyConfig { version: 1, ..c });
+                }
+            }
+        }
+    }
+
+    /// Follows `req` after `first` (version 1): sends each config that
+    /// differs from the one before, with the next version number, until the
+    /// receiver goes away or the proxy's registration does.
+    pub fn follow(&self, req: ProxyRequest, first: ProxyConfig, tx: mpsc::Sender<ProxyConfig>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut last = first;
+            loop {
+                // Subscribe before reading so that no change is missed.
+                let mut local = this.agent.local().subscribe();
+                let mut leaves = this.leaves.subscribe();
+                let plan = match this.plan(&req) {
+                    Ok(plan) => plan,
+                    Err(e) => {
+                        tracing::info!(error = %e, "no more config for this proxy");
+                        return;
+                    }
+                };
+                let store = this.agent.raft().store().watch(&plan.topics());
+                let mut retry = None;
+                match this.compute(&plan) {
+                    Ok(config) => {
+                        let version = last.version;
+                        if (ProxyConfig {
+                            version,
+                            ..config.clone()
+                        }) != last
+                        {
+                            last = ProxyConfig {
+                                version: version + 1,
+                                ..config
+                            };
+                            if tx.send(last.clone()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = %plan.service, error = %e, "proxy config not recomputed; retrying");
+                        retry = Some(RETRY);
+                    }
+                }
+                tokio::select! {
+                    _ = store.changed() => {}
+                    _ = local.changed() => {}
+                    _ = leaves.changed() => {}
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(retry.unwrap_or(RETRY)), if retry.is_some() => {}
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sidecar(proxy: Value) -> NodeService {
+        NodeService {
+            kind: kind::CONNECT_PROXY.into(),
+            id: "socat-sidecar-proxy".into(),
+            service: "socat-sidecar-proxy".into(),
+            port: 21000,
+            proxy: Some(proxy),
+            ..NodeService::default()
+        }
+    }
+
+    fn request(extra: &[(&str, &str)]) -> ProxyRequest {
+        ProxyRequest {
+            target: ProxyTarget::Sidecar("socat-sidecar-proxy".into()),
+            extra_upstreams: extra
+                .iter()
+                .map(|(d, a)| (d.to_string(), a.parse().unwrap()))
+                .collect(),
+            bind_address: None,
+        }
+    }
+
+    #[test]
+    fn a_sidecar_registration_becomes_listeners() {
+        let svc = sidecar(json!({
+            "DestinationServiceName": "socat",
+            "LocalServicePort": 8181,
+            "Upstreams": [{"DestinationName": "db", "LocalBindPort": 9191}],
+        }));
+        let plan = sidecar_plan(&svc, &request(&[("cache", "127.0.0.1:9292")])).unwrap();
+        assert_eq!(plan.service, "socat");
+        let public = plan.public.unwrap();
+        assert_eq!(public.bind, "0.0.0.0:21000".parse().unwrap());
+        assert_eq!(public.local_app, "127.0.0.1:8181".parse().unwrap());
+        assert_eq!(
+            plan.upstreams,
+            vec![
+                ("db".to_string(), "127.0.0.1:9191".parse().unwrap()),
+                ("cache".to_string(), "127.0.0.1:9292".parse().unwrap()),
+            ]
+        );
+        assert_eq!(plan.connect_timeout, None);
+    }
+
+    #[test]
+    fn built_in_proxy_settings_are_honoured() {
+        let svc = sidecar(json!({
+            "DestinationServiceName": "socat",
+            "LocalServicePort": 8181,
+            "Config": {"bind_address": "127.0.0.2", "bind_port": 20000,
+                       "local_service_address": "10.0.0.9:8282",
+                       "local_connect_timeout_ms": 250, "handshake_timeout_ms": 2000},
+        }));
+        let plan = sidecar_plan(&svc, &request(&[])).unwrap();
+        let public = plan.public.unwrap();
+        assert_eq!(public.bind, "127.0.0.2:20000".parse().unwrap());
+        assert_eq!(public.local_app, "10.0.0.9:8282".parse().unwrap());
+        assert_eq!(plan.connect_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(plan.handshake_timeout, Some(Duration::from_secs(2)));
+
+        let mut req = request(&[]);
+        req.bind_address = Some("127.0.0.1".parse().unwrap());
+        let plan = sidecar_plan(&svc, &req).unwrap();
+        assert_eq!(
+            plan.public.unwrap().bind,
+            "127.0.0.1:20000".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn unusable_registrations_say_what_is_missing() {
+        let err = |svc: NodeService| sidecar_plan(&svc, &request(&[])).unwrap_err();
+        assert!(err(sidecar(json!({"LocalServicePort": 1}))).contains("DestinationServiceName"));
+        assert!(err(sidecar(json!({"DestinationServiceName": "x"}))).contains("LocalServicePort"));
+        let bad_ip = sidecar(json!({"DestinationServiceName": "x", "LocalServicePort": 1,
+            "LocalServiceAddress": "nope"}));
+        assert!(err(bad_ip).contains("\"nope\""));
+        let no_port = sidecar(json!({"DestinationServiceName": "x", "LocalServicePort": 1,
+            "Upstreams": [{"DestinationName": "db"}]}));
+        assert!(err(no_port).contains("Upstreams[0].LocalBindPort"));
+        let plain = NodeService {
+            kind: String::new(),
+            ..sidecar(json!({}))
+        };
+        assert!(err(plain).contains("connect-proxy"));
+    }
+
+    #[test]
+    fn upstreams_parse_as_dest_ip_port() {
+        assert_eq!(
+            parse_upstream("socat:127.0.0.1:9191").unwrap(),
+            ("socat".to_string(), "127.0.0.1:9191".parse().unwrap())
+        );
+        assert_eq!(
+            parse_upstream("db:[::1]:5432").unwrap().1,
+            "[::1]:5432".parse().unwrap()
+        );
+        for bad in ["socat", ":127.0.0.1:1", "socat:9191", "socat:host:1"] {
+            assert!(parse_upstream(bad).is_err(), "{bad}");
+        }
+    }
+}

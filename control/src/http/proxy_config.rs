@@ -1,0 +1,117 @@
+//! `/v1/agent/connect/proxy-config`: the stream of config versions the agent
+//! pushes to one proxy (design contract 7).
+//!
+//! `GET /v1/agent/connect/proxy-config/:id` serves the sidecar registered as
+//! `id`; `GET /v1/agent/connect/proxy-config?service=NAME` a proxy with no
+//! registration. Both take `upstream=DEST:IP:PORT` (repeatable) and
+//! `bind_address=IP`. The response is newline-delimited JSON
+//! (`application/x-ndjson`): one [`mesh_proxy::ProxyConfig`] per line, the
+//! first at once and each new version as it is computed, with an empty line
+//! every [`HEARTBEAT`] so the proxy can tell a quiet agent from a dead one.
+//! A request the agent cannot serve gets the usual error status instead.
+
+use super::{Api, ApiError, ApiState, Ctx};
+use crate::agent::proxycfg::{parse_upstream, ProxyCfgError, ProxyRequest, ProxyTarget};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How often an idle stream carries an empty line.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// How long the first config may wait for the CA (a fresh leader, the
+/// signing rate limit) before the request fails.
+const FIRST_WAIT: Duration = Duration::from_secs(10);
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/agent/connect/proxy-config", get(for_service))
+        .route("/v1/agent/connect/proxy-config/{id}", get(for_sidecar))
+}
+
+impl From<ProxyCfgError> for ApiError {
+    fn from(e: ProxyCfgError) -> Self {
+        match e {
+            ProxyCfgError::UnknownProxy(_) => ApiError::not_found(e.to_string()),
+            ProxyCfgError::Leaf(ca) => ca.into(),
+            other => ApiError::bad_request(other.to_string()),
+        }
+    }
+}
+
+/// The request's upstreams and bind address, for `target`.
+fn request(ctx: &Ctx, target: ProxyTarget) -> Result<ProxyRequest, ApiError> {
+    let extra_upstreams = ctx
+        .params
+        .all("upstream")
+        .iter()
+        .map(|u| parse_upstream(u))
+        .collect::<Result<_, _>>()?;
+    let bind_address = match ctx.params.get("bind_address").filter(|a| !a.is_empty()) {
+        None => None,
+        Some(a) => Some(a.parse().map_err(|_| {
+            ApiError::bad_request(format!("bind_address {a:?} is not an IP address"))
+        })?),
+    };
+    Ok(ProxyRequest {
+        target,
+        extra_upstreams,
+        bind_address,
+    })
+}
+
+async fn for_sidecar(
+    State(api): Api,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    stream(api, request(&ctx, ProxyTarget::Sidecar(id))?).await
+}
+
+async fn for_service(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
+    let name = ctx
+        .params
+        .get("service")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request("required query parameter 'service' not set"))?;
+    let target = ProxyTarget::Service(name.to_string());
+    stream(api, request(&ctx, target)?).await
+}
+
+fn line(config: &mesh_proxy::ProxyConfig) -> Bytes {
+    let mut text = serde_json::to_vec(config).unwrap_or_default();
+    text.push(b'\n');
+    Bytes::from(text)
+}
+
+async fn stream(api: ApiState, req: ProxyRequest) -> Result<Response, ApiError> {
+    let first = api.proxies.first(&req, FIRST_WAIT).await?;
+    let (tx, rx) = mpsc::channel(4);
+    let head = line(&first);
+    api.proxies.follow(req, first, tx);
+    let heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    let lines = futures_util::stream::unfold(
+        (Some(head), rx, heartbeat),
+        |(head, mut rx, mut heartbeat)| async move {
+            let next = match head {
+                Some(head) => head,
+                None => tokio::select! {
+                    config = rx.recv() => line(&config?),
+                    _ = heartbeat.tick() => Bytes::from_static(b"\n"),
+                },
+            };
+            Some((Ok::<_, Infallible>(next), (None, rx, heartbeat)))
+        },
+    );
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}
