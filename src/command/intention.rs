@@ -44,28 +44,28 @@ enum IntentionCommand {
         /// The destination service.
         destination: String,
     },
-    /// Shows one intention.
+    /// Shows one intention, by SRC DST or by its legacy ID.
     Get {
         #[command(flatten)]
         http: HttpFlags,
-        /// The source service (or *).
+        /// The source service (or *), or the intention's ID.
         source: String,
         /// The destination service (or *).
-        destination: String,
+        destination: Option<String>,
     },
     /// Lists every intention.
     List {
         #[command(flatten)]
         http: HttpFlags,
     },
-    /// Deletes one intention.
+    /// Deletes one intention, by SRC DST or by its legacy ID.
     Delete {
         #[command(flatten)]
         http: HttpFlags,
-        /// The source service (or *).
+        /// The source service (or *), or the intention's ID.
         source: String,
         /// The destination service (or *).
-        destination: String,
+        destination: Option<String>,
     },
 }
 
@@ -75,6 +75,18 @@ fn exact(source: &str, destination: &str) -> String {
         crate::client::encode_key(source),
         crate::client::encode_key(destination)
     )
+}
+
+/// The path of one intention: by pair, or by ID when only one argument was
+/// given.
+fn one(source_or_id: &str, destination: Option<&str>) -> String {
+    match destination {
+        Some(destination) => exact(source_or_id, destination),
+        None => format!(
+            "/v1/connect/intentions/{}",
+            crate::client::encode_key(source_or_id)
+        ),
+    }
 }
 
 /// Runs `mesh intention`; the exit code is 2 for a denied `check`.
@@ -132,10 +144,13 @@ pub async fn run(args: IntentionArgs) -> Result<u8> {
             destination,
         } => {
             let reply = Client::new(&http)?
-                .get(&exact(&source, &destination))
+                .get(&one(&source, destination.as_deref()))
                 .await?;
             if reply.status.as_u16() == 404 {
-                bail!("Intention not found: {source} => {destination}");
+                match destination {
+                    Some(destination) => bail!("Intention not found: {source} => {destination}"),
+                    None => bail!("Intention not found: {source}"),
+                }
             }
             let v: Value = reply.ok()?.json()?;
             let rows = [
@@ -156,6 +171,7 @@ pub async fn run(args: IntentionArgs) -> Result<u8> {
                     v["Description"].as_str().unwrap_or("").to_string(),
                 ],
                 ["Precedence:".into(), v["Precedence"].to_string()],
+                ["ID:".into(), v["ID"].as_str().unwrap_or("").to_string()],
             ];
             print!("{}", super::table(&rows));
         }
@@ -166,7 +182,8 @@ pub async fn run(args: IntentionArgs) -> Result<u8> {
                 .ok()?
                 .json()?;
             let mut rows = vec![[
-                "Source".to_string(),
+                "ID".to_string(),
+                "Source".into(),
                 "Action".into(),
                 "Destination".into(),
                 "Precedence".into(),
@@ -174,6 +191,7 @@ pub async fn run(args: IntentionArgs) -> Result<u8> {
             for i in all {
                 let s = |k: &str| i[k].as_str().unwrap_or("").to_string();
                 rows.push([
+                    s("ID"),
                     s("SourceName"),
                     s("Action"),
                     s("DestinationName"),
@@ -188,7 +206,7 @@ pub async fn run(args: IntentionArgs) -> Result<u8> {
             destination,
         } => {
             Client::new(&http)?
-                .delete(&exact(&source, &destination))
+                .delete(&one(&source, destination.as_deref()))
                 .await?
                 .ok()?;
             println!("Intention deleted.");

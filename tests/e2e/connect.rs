@@ -299,3 +299,97 @@ async fn config_entries_from_hcl_files() {
         .success());
     assert_eq!(a.get("/v1/config/service-intentions/db").await.status, 404);
 }
+
+#[tokio::test]
+async fn legacy_intentions_by_id() {
+    let a = Agent::start(&[]);
+    let created = a
+        .req(
+            "POST",
+            "/v1/connect/intentions",
+            Some(
+                r#"{"SourceName":"web","DestinationName":"db","SourceType":"consul",
+                "Action":"deny","Description":"no","Meta":{"team":"a"}}"#,
+            ),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    let id = created.json()["ID"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+
+    let got = a.get(&format!("/v1/connect/intentions/{id}")).await;
+    assert_eq!(got.status, 200);
+    let got = got.json();
+    assert_eq!(got["ID"], id.as_str());
+    assert_eq!(got["SourceName"], "web");
+    assert_eq!(got["Action"], "deny");
+    assert_eq!(got["Meta"]["team"], "a");
+    // It is an ordinary intention too: by name, in the config entry, and it decides.
+    let exact = a
+        .get("/v1/connect/intentions/exact?source=web&destination=db")
+        .await;
+    assert_eq!(exact.json()["ID"], id.as_str());
+    let entry = a.get("/v1/config/service-intentions/db").await.json();
+    assert_eq!(entry["Sources"][0]["LegacyID"], id.as_str());
+    let check = a
+        .get("/v1/connect/intentions/check?source=web&destination=db")
+        .await;
+    assert_eq!(check.json()["Allowed"], false);
+
+    // The same pair again is refused and changes nothing.
+    let dup = a
+        .req(
+            "POST",
+            "/v1/connect/intentions",
+            Some(r#"{"SourceName":"web","DestinationName":"db","Action":"allow"}"#),
+        )
+        .await;
+    assert_eq!(dup.status, 400);
+    assert!(dup.text.contains("duplicate intention"), "{}", dup.text);
+    // Bad bodies name the problem.
+    for (body, says) in [
+        (r#"{"DestinationName":"db","Action":"allow"}"#, "SourceName"),
+        (r#"{"SourceName":"x","DestinationName":"db"}"#, "Action"),
+        (
+            r#"{"SourceName":"x","DestinationName":"db","Action":"allow","Meta":{"n":1}}"#,
+            "Meta",
+        ),
+        ("{", "decode"),
+    ] {
+        let r = a.req("POST", "/v1/connect/intentions", Some(body)).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text);
+        assert!(r.text.contains(says), "{body}: {}", r.text);
+    }
+
+    // Update by ID, moving it to another destination.
+    let upd = a
+        .req(
+            "PUT",
+            &format!("/v1/connect/intentions/{id}"),
+            Some(r#"{"SourceName":"web","DestinationName":"cache","Action":"allow"}"#),
+        )
+        .await;
+    assert_eq!(upd.status, 200, "{}", upd.text);
+    let got = a.get(&format!("/v1/connect/intentions/{id}")).await.json();
+    assert_eq!(got["DestinationName"], "cache");
+    assert_eq!(got["Action"], "allow");
+    assert_eq!(a.get("/v1/config/service-intentions/db").await.status, 404);
+
+    // The CLI shows and deletes it by ID.
+    let shown = a.cli_ok(&["intention", "get", &id]);
+    assert!(shown.contains("cache") && shown.contains(&id), "{shown}");
+    a.cli_ok(&["intention", "delete", &id]);
+    assert_eq!(
+        a.get(&format!("/v1/connect/intentions/{id}")).await.status,
+        404
+    );
+    let gone = a
+        .req("DELETE", &format!("/v1/connect/intentions/{id}"), None)
+        .await;
+    assert_eq!(gone.status, 404);
+    assert!(
+        gone.text.contains("non-existent intention"),
+        "{}",
+        gone.text
+    );
+}

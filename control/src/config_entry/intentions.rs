@@ -66,6 +66,62 @@ pub struct SourceIntention {
     pub partition: String,
 }
 
+/// An intention as the legacy ID-based API writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LegacyIntention {
+    /// The source service or `*`.
+    pub source: String,
+    /// The destination service or `*`.
+    pub destination: String,
+    /// Allow or deny.
+    pub action: Action,
+    /// Free text.
+    pub description: String,
+    /// Free-form string metadata.
+    pub meta: Option<Value>,
+}
+
+impl LegacyIntention {
+    /// The source entry for this intention, carrying `id`.
+    pub fn source_of(&self, id: &str) -> SourceIntention {
+        SourceIntention {
+            name: self.source.clone(),
+            action: self.action,
+            description: self.description.clone(),
+            source_type: consul_type(),
+            precedence: precedence(&self.source, &self.destination),
+            legacy_id: id.to_string(),
+            legacy_meta: self.meta.clone(),
+            namespace: String::new(),
+            partition: String::new(),
+        }
+    }
+}
+
+/// A legacy ID-based intention write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LegacyIntentionOp {
+    /// `POST /v1/connect/intentions`: a new intention with a new ID.
+    Create {
+        /// The ID the leader chose.
+        id: String,
+        /// The intention.
+        intention: LegacyIntention,
+    },
+    /// `PUT /v1/connect/intentions/:id`.
+    Update {
+        /// The intention's ID.
+        id: String,
+        /// Its new contents.
+        intention: LegacyIntention,
+    },
+    /// `DELETE /v1/connect/intentions/:id`.
+    Delete {
+        /// The intention's ID.
+        id: String,
+    },
+}
+
 fn consul_type() -> String {
     "consul".into()
 }

@@ -2,12 +2,14 @@
 //! by source and destination name, kept in `service-intentions` entries.
 
 use super::{Api, ApiError, ApiState, Ctx};
-use crate::config_entry::intentions::{decide, sort_by_precedence, Action, Intention, WILDCARD};
+use crate::config_entry::intentions::{
+    decide, sort_by_precedence, Action, Intention, LegacyIntention, LegacyIntentionOp, WILDCARD,
+};
 use crate::config_entry::kind::SERVICE_INTENTIONS;
 use crate::raft::Command;
 use crate::state::{config_topic, Topic};
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,7 +18,11 @@ use serde_json::{json, Map, Value};
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
-        .route("/v1/connect/intentions", get(list))
+        .route("/v1/connect/intentions", get(list).post(create))
+        .route(
+            "/v1/connect/intentions/{id}",
+            get(by_id_get).put(by_id_put).delete(by_id_delete),
+        )
         .route(
             "/v1/connect/intentions/exact",
             get(exact_get).put(exact_put).delete(exact_delete),
@@ -73,20 +79,27 @@ struct ExactBody {
     permissions: Option<Value>,
 }
 
-async fn exact_put(State(api): Api, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
-    let (source, destination) = (required(&ctx, "source")?, required(&ctx, "destination")?);
-    let b: ExactBody = super::decode_body(&body)?;
-    if b.permissions.is_some() {
+/// The action of an intention write, refusing what mesh does not support.
+fn checked_action(
+    action: Option<Action>,
+    source_type: &str,
+    permissions: Option<&Value>,
+) -> Result<Action, ApiError> {
+    if permissions.is_some() {
         return Err(ApiError::bad_request(
             "L7 Permissions are not supported yet",
         ));
     }
-    if !b.source_type.is_empty() && b.source_type != "consul" {
+    if !source_type.is_empty() && source_type != "consul" {
         return Err(ApiError::bad_request("SourceType must be \"consul\""));
     }
-    let action = b
-        .action
-        .ok_or_else(|| ApiError::bad_request("Action must be set to 'allow' or 'deny'"))?;
+    action.ok_or_else(|| ApiError::bad_request("Action must be set to 'allow' or 'deny'"))
+}
+
+async fn exact_put(State(api): Api, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
+    let (source, destination) = (required(&ctx, "source")?, required(&ctx, "destination")?);
+    let b: ExactBody = super::decode_body(&body)?;
+    let action = checked_action(b.action, &b.source_type, b.permissions.as_ref())?;
     api.write(Command::IntentionUpsert {
         source: source.to_string(),
         destination: destination.to_string(),
@@ -104,6 +117,96 @@ async fn exact_delete(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
         destination: destination.to_string(),
     })
     .await?;
+    Ok(Json(true).into_response())
+}
+
+/// The body of the legacy ID-based writes.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct LegacyBody {
+    source_name: String,
+    destination_name: String,
+    source_type: String,
+    action: Option<Action>,
+    description: String,
+    meta: Option<serde_json::Map<String, Value>>,
+    permissions: Option<Value>,
+}
+
+impl LegacyBody {
+    fn decode(body: &[u8]) -> Result<LegacyIntention, ApiError> {
+        let b: LegacyBody = super::decode_body(body)?;
+        let action = checked_action(b.action, &b.source_type, b.permissions.as_ref())?;
+        for (field, value) in [
+            ("SourceName", &b.source_name),
+            ("DestinationName", &b.destination_name),
+        ] {
+            if value.is_empty() {
+                return Err(ApiError::bad_request(format!("{field} must be set")));
+            }
+        }
+        if let Some((key, _)) = b.meta.iter().flatten().find(|(_, v)| !v.is_string()) {
+            return Err(ApiError::bad_request(format!(
+                "Meta value of {key:?} must be a string"
+            )));
+        }
+        Ok(LegacyIntention {
+            source: b.source_name,
+            destination: b.destination_name,
+            action,
+            description: b.description,
+            meta: b.meta.map(Value::Object),
+        })
+    }
+}
+
+/// `POST /v1/connect/intentions`: creates an intention with a new ID.
+async fn create(State(api): Api, _ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
+    let intention = LegacyBody::decode(&body)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    api.write(Command::IntentionLegacy(LegacyIntentionOp::Create {
+        id: id.clone(),
+        intention,
+    }))
+    .await?;
+    Ok(Json(json!({ "ID": id })).into_response())
+}
+
+async fn by_id_get(
+    State(api): Api,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let opts = ctx.query()?;
+    let (qm, all) = api.blocking(&opts, &[topic()], read_all).await?;
+    match all.into_iter().find(|i| i.id == id) {
+        Some(i) => Ok(qm.json(&i)),
+        None => Err(ApiError::not_found("Intention not found")),
+    }
+}
+
+async fn by_id_put(
+    State(api): Api,
+    _ctx: Ctx,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let intention = LegacyBody::decode(&body)?;
+    api.write(Command::IntentionLegacy(LegacyIntentionOp::Update {
+        id,
+        intention,
+    }))
+    .await?;
+    Ok(Json(true).into_response())
+}
+
+async fn by_id_delete(
+    State(api): Api,
+    _ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    api.write(Command::IntentionLegacy(LegacyIntentionOp::Delete { id }))
+        .await?;
     Ok(Json(true).into_response())
 }
 

@@ -1,6 +1,7 @@
 //! The one enum of everything the log can say, and what applying it returns.
 
-use crate::config_entry::{intentions::Action, ConfigEntry};
+use crate::config_entry::intentions::{Action, LegacyIntentionOp};
+use crate::config_entry::ConfigEntry;
 use crate::state::ca::CaState;
 use crate::state::{Changes, StateData, StateError, TxnOp, TxnResults};
 use crate::structs::{DeregisterRequest, DirEntry, KvOp, RegisterRequest, Session};
@@ -91,6 +92,8 @@ pub enum Command {
         /// The new CA state.
         ca: Box<CaState>,
     },
+    /// A legacy ID-based intention write.
+    IntentionLegacy(LegacyIntentionOp),
 }
 
 /// What applying a command returned.
@@ -164,6 +167,7 @@ impl Command {
                 data.ca_set(index, ca, changes);
                 CommandResult::Done
             }
+            Command::IntentionLegacy(op) => done(data.intention_legacy(index, op, changes)),
         }
     }
 }

@@ -2,7 +2,9 @@
 //! entries.
 
 use super::{Changes, StateData, StateError};
-use crate::config_entry::intentions::{self, Action, Intention, SourceIntention};
+use crate::config_entry::intentions::{
+    self, Action, Intention, LegacyIntention, LegacyIntentionOp, SourceIntention,
+};
 use crate::config_entry::{kind, ConfigEntry};
 use crate::structs::RaftIndex;
 
@@ -105,16 +107,7 @@ impl StateData {
         description: &str,
         changes: &mut Changes,
     ) -> Result<(), StateError> {
-        let mut body = self
-            .config_get(kind::SERVICE_INTENTIONS, destination)
-            .map(|e| e.body.clone())
-            .unwrap_or_else(
-                || serde_json::json!({"Kind": kind::SERVICE_INTENTIONS, "Name": destination}),
-            );
-        let mut entry: intentions::ServiceIntentions =
-            serde_json::from_value(body.take()).map_err(|e| StateError::Invalid(e.to_string()))?;
-        entry.sources.retain(|s| s.name != source);
-        entry.sources.push(SourceIntention {
+        let source = SourceIntention {
             name: source.to_string(),
             action,
             description: description.to_string(),
@@ -124,12 +117,93 @@ impl StateData {
             legacy_meta: None,
             namespace: String::new(),
             partition: String::new(),
-        });
+        };
+        self.intention_put(index, destination, source, changes)
+    }
+
+    /// Puts `source` into `destination`'s entry, replacing the intention
+    /// from the same source.
+    fn intention_put(
+        &mut self,
+        index: u64,
+        destination: &str,
+        source: SourceIntention,
+        changes: &mut Changes,
+    ) -> Result<(), StateError> {
+        let mut body = self
+            .config_get(kind::SERVICE_INTENTIONS, destination)
+            .map(|e| e.body.clone())
+            .unwrap_or_else(
+                || serde_json::json!({"Kind": kind::SERVICE_INTENTIONS, "Name": destination}),
+            );
+        let mut entry: intentions::ServiceIntentions =
+            serde_json::from_value(body.take()).map_err(|e| StateError::Invalid(e.to_string()))?;
+        entry.sources.retain(|s| s.name != source.name);
+        entry.sources.push(source);
         entry.sources.sort_by(|a, b| a.name.cmp(&b.name));
         let body = serde_json::to_value(entry).map_err(|e| StateError::Invalid(e.to_string()))?;
         let e = crate::config_entry::parse(body).map_err(StateError::Invalid)?;
         self.config_set(index, &e, None, changes);
         Ok(())
+    }
+
+    /// Applies a legacy ID-based intention write (`POST`, `PUT`, `DELETE`
+    /// `/v1/connect/intentions[/:id]`): a create refuses a pair that already
+    /// has an intention, an update may move the intention to another pair,
+    /// and both keep the ID and metadata in the entry.
+    pub fn intention_legacy(
+        &mut self,
+        index: u64,
+        op: &LegacyIntentionOp,
+        changes: &mut Changes,
+    ) -> Result<(), StateError> {
+        let all = self.intentions();
+        let by_id = |id: &str| all.iter().find(|i| !i.id.is_empty() && i.id == id);
+        let by_pair = |i: &LegacyIntention| {
+            all.iter()
+                .find(|x| x.source_name == i.source && x.destination_name == i.destination)
+        };
+        match op {
+            LegacyIntentionOp::Create { id, intention } => {
+                if by_pair(intention).is_some() {
+                    return Err(StateError::Invalid(format!(
+                        "duplicate intention found: {} => {}",
+                        intention.source, intention.destination
+                    )));
+                }
+                self.intention_put(
+                    index,
+                    &intention.destination,
+                    intention.source_of(id),
+                    changes,
+                )
+            }
+            LegacyIntentionOp::Update { id, intention } => {
+                let old = by_id(id).cloned().ok_or_else(|| {
+                    StateError::NotFound(format!("Cannot modify non-existent intention: '{id}'"))
+                })?;
+                if by_pair(intention).is_some_and(|x| x.id != *id) {
+                    return Err(StateError::Invalid(format!(
+                        "duplicate intention found: {} => {}",
+                        intention.source, intention.destination
+                    )));
+                }
+                self.intention_delete(index, &old.source_name, &old.destination_name, changes);
+                self.intention_put(
+                    index,
+                    &intention.destination,
+                    intention.source_of(id),
+                    changes,
+                )
+            }
+            LegacyIntentionOp::Delete { id } => {
+                let old = by_id(id).cloned().ok_or_else(|| {
+                    StateError::NotFound(format!("Cannot delete non-existent intention: '{id}'"))
+                })?;
+                self.intention_delete(index, &old.source_name, &old.destination_name, changes);
+                Ok(())
+            }
+        }
     }
 
     /// Deletes the intention `source` → `destination`; false if absent.

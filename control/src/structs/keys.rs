@@ -85,7 +85,14 @@ const KNOWN: &[&str] = &[
 ];
 
 /// Keys whose values are user maps: their keys are kept verbatim.
-const OPAQUE: &[&str] = &["Meta", "NodeMeta", "Header", "Config", "ServiceMeta"];
+const OPAQUE: &[&str] = &[
+    "Meta",
+    "NodeMeta",
+    "Header",
+    "Config",
+    "ServiceMeta",
+    "LegacyMeta",
+];
 
 /// The canonical name of a key.
 pub fn canonical(key: &str) -> String {
