@@ -2,11 +2,13 @@
 //! (`/v1/connect/ca/configuration`), and its typed, validated view.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::root::ProvidedRoot;
 use crate::spiffe::trust_domain;
 use crate::CaError;
 
@@ -23,6 +25,8 @@ pub const DEFAULT_ROOT_CERT_TTL: &str = "87600h";
 pub const DEFAULT_PRIVATE_KEY_TYPE: &str = "ec";
 /// The only private key size the built-in provider generates (NIST P-256).
 pub const DEFAULT_PRIVATE_KEY_BITS: u32 = 256;
+/// What the API shows instead of a configured `PrivateKey`, as Consul does.
+pub const REDACTED_PRIVATE_KEY: &str = "hidden";
 
 const HOUR: Duration = Duration::from_secs(3600);
 /// Consul's `structs.MinLeafCertTTL`.
@@ -34,8 +38,9 @@ const MAX_LEAF_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 ///
 /// `Config` is a free-form map as in Consul; [`CaConfiguration::consul_config`]
 /// reads and validates it. Unknown keys are kept, so a configuration written
-/// by a newer version survives a round trip.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// by a newer version survives a round trip. `Debug` shows the configuration
+/// [`redacted`](CaConfiguration::redacted).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CaConfiguration {
     /// The unique ID of the cluster; the trust domain is `<ClusterID>.consul`.
@@ -49,7 +54,8 @@ pub struct CaConfiguration {
     #[serde(default = "default_provider")]
     pub provider: String,
     /// Provider settings: `LeafCertTTL`, `IntermediateCertTTL`, `RootCertTTL`,
-    /// `PrivateKeyType`, `PrivateKeyBits`.
+    /// `PrivateKeyType`, `PrivateKeyBits`, and the operator's own root as
+    /// `RootCert` and `PrivateKey` (PEM).
     #[serde(default)]
     pub config: BTreeMap<String, Value>,
     /// Rotate even when the old CA cannot cross-sign the new root.
@@ -74,6 +80,9 @@ pub struct ConsulCaConfig {
     pub private_key_type: String,
     /// Private key size; always 256.
     pub private_key_bits: u32,
+    /// The root to sign with instead of a generated one, from `RootCert` and
+    /// `PrivateKey`; `None` when neither is set.
+    pub provided_root: Option<ProvidedRoot>,
 }
 
 // === impl CaConfiguration ===
@@ -115,6 +124,8 @@ impl CaConfiguration {
     /// take Consul's defaults; keys match without regard to case or `_`, as
     /// Consul accepts both `LeafCertTTL` and `leaf_cert_ttl`. Durations are Go
     /// duration strings (`"72h"`, `"1h30m"`) or integers in nanoseconds.
+    /// `RootCert` and `PrivateKey` come together or not at all, and must make
+    /// a CA of this cluster's trust domain (see [`ProvidedRoot`]).
     pub fn consul_config(&self) -> Result<ConsulCaConfig, CaError> {
         if self.provider != PROVIDER_CONSUL {
             return Err(CaError::InvalidConfig {
@@ -124,16 +135,6 @@ impl CaConfiguration {
                     self.provider
                 ),
             });
-        }
-        for field in ["PrivateKey", "RootCert"] {
-            if let Some(value) = self.get(field) {
-                if !value.is_null() && value.as_str() != Some("") {
-                    return Err(CaError::InvalidConfig {
-                        field,
-                        reason: "bringing your own root key or certificate is not supported".into(),
-                    });
-                }
-            }
         }
         let config = ConsulCaConfig {
             leaf_cert_ttl: self.duration("LeafCertTTL", DEFAULT_LEAF_CERT_TTL)?,
@@ -161,9 +162,74 @@ impl CaConfiguration {
                         reason: format!("expected a number of bits, got {value}"),
                     })?,
             },
+            provided_root: self.provided_root()?,
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// Takes `newer`'s settings over these: each key of `newer.config`
+    /// replaces this configuration's value under any spelling of that key
+    /// (`root_cert` replaces `RootCert`), and keys `newer` does not name are
+    /// kept. The provider (unless `newer`'s is empty) and
+    /// `ForceWithoutCrossSigning` are `newer`'s; the cluster ID stays.
+    pub fn merge(&mut self, newer: &CaConfiguration) {
+        for (key, value) in &newer.config {
+            let want = normalise_key(key);
+            self.config.retain(|old, _| normalise_key(old) != want);
+            self.config.insert(key.clone(), value.clone());
+        }
+        if !newer.provider.is_empty() {
+            self.provider = newer.provider.clone();
+        }
+        self.force_without_cross_signing = newer.force_without_cross_signing;
+    }
+
+    /// The configuration as the API shows it: a non-empty `PrivateKey` of
+    /// the built-in provider reads [`REDACTED_PRIVATE_KEY`], as Consul's
+    /// `GET /v1/connect/ca/configuration` answers.
+    pub fn redacted(&self) -> CaConfiguration {
+        let mut shown = self.clone();
+        if shown.provider == PROVIDER_CONSUL {
+            let want = normalise_key("PrivateKey");
+            for (key, value) in shown.config.iter_mut() {
+                if normalise_key(key) == want && !matches!(value.as_str(), Some("") | None) {
+                    *value = Value::from(REDACTED_PRIVATE_KEY);
+                }
+            }
+        }
+        shown
+    }
+
+    /// `RootCert` and `PrivateKey`, checked; `None` when neither is set.
+    fn provided_root(&self) -> Result<Option<ProvidedRoot>, CaError> {
+        let cert = self.pem("RootCert")?;
+        let key = self.pem("PrivateKey")?;
+        match (cert, key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => ProvidedRoot::parse(cert, key, &self.cluster_id).map(Some),
+            (Some(_), None) => Err(CaError::InvalidConfig {
+                field: "PrivateKey",
+                reason: "must be given with RootCert: the built-in CA needs the root's key".into(),
+            }),
+            (None, Some(_)) => Err(CaError::InvalidConfig {
+                field: "RootCert",
+                reason: "must be given with PrivateKey: the built-in CA does not make a root for a given key".into(),
+            }),
+        }
+    }
+
+    /// A PEM setting: `None` when absent, null or blank.
+    fn pem(&self, field: &'static str) -> Result<Option<&str>, CaError> {
+        match self.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(CaError::InvalidConfig {
+                field,
+                reason: format!("expected a PEM string, got {}", value_kind(other)),
+            }),
+        }
     }
 
     fn get(&self, name: &str) -> Option<&Value> {
@@ -192,9 +258,36 @@ impl CaConfiguration {
     }
 }
 
+impl fmt::Debug for CaConfiguration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = self.redacted();
+        f.debug_struct("CaConfiguration")
+            .field("cluster_id", &shown.cluster_id)
+            .field("provider", &shown.provider)
+            .field("config", &shown.config)
+            .field(
+                "force_without_cross_signing",
+                &shown.force_without_cross_signing,
+            )
+            .finish()
+    }
+}
+
 impl Default for CaConfiguration {
     fn default() -> Self {
         Self::new("")
+    }
+}
+
+/// The JSON type of `value`, for messages that must not echo it (a key).
+fn value_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -259,6 +352,7 @@ impl Default for ConsulCaConfig {
             root_cert_ttl: 87600 * HOUR,
             private_key_type: DEFAULT_PRIVATE_KEY_TYPE.to_owned(),
             private_key_bits: DEFAULT_PRIVATE_KEY_BITS,
+            provided_root: None,
         }
     }
 }
@@ -376,7 +470,10 @@ mod tests {
             ("PrivateKeyType", Value::from("rsa"), "PrivateKeyType"),
             ("PrivateKeyBits", Value::from(384), "PrivateKeyBits"),
             ("PrivateKeyBits", Value::from("many"), "PrivateKeyBits"),
-            ("PrivateKey", Value::from("-----BEGIN"), "PrivateKey"),
+            // A key alone: the certificate is what is missing.
+            ("PrivateKey", Value::from("-----BEGIN"), "RootCert"),
+            ("RootCert", Value::from("-----BEGIN"), "PrivateKey"),
+            ("RootCert", Value::from(7), "RootCert"),
         ];
         for (key, value, field) in cases {
             let mut config = CaConfiguration::new("abc");
@@ -391,6 +488,25 @@ mod tests {
         let mut other = CaConfiguration::new("abc");
         other.provider = "vault".into();
         assert!(other.consul_config().unwrap_err().is_invalid_config());
+    }
+
+    #[test]
+    fn merge_replaces_every_spelling_of_a_key() {
+        let mut config = CaConfiguration::new("abc");
+        config.config.insert("RootCert".into(), Value::from("old"));
+        let newer: CaConfiguration = serde_json::from_str(
+            r#"{"Provider":"","Config":{"root_cert":"new","leaf_cert_ttl":"24h"},"ForceWithoutCrossSigning":true}"#,
+        )
+        .unwrap();
+        config.merge(&newer);
+        assert_eq!(config.get("RootCert"), Some(&Value::from("new")));
+        assert!(!config.config.contains_key("RootCert"));
+        assert!(!config.config.contains_key("LeafCertTTL"));
+        assert_eq!(config.config["leaf_cert_ttl"], "24h");
+        assert_eq!(config.config["RootCertTTL"], DEFAULT_ROOT_CERT_TTL);
+        assert_eq!(config.provider, PROVIDER_CONSUL);
+        assert_eq!(config.cluster_id, "abc");
+        assert!(config.force_without_cross_signing);
     }
 
     #[test]

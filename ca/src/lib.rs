@@ -10,7 +10,9 @@
 //!   root's [`CaRootKey`] in Raft. It builds a [`ConsulProvider`] (the
 //!   built-in [`Provider`]) to generate roots, sign CSRs into
 //!   [`IssuedCert`]s, and rotate roots with a cross-signed certificate so
-//!   that no connection breaks during rotation.
+//!   that no connection breaks during rotation. An operator may bring the
+//!   root instead ([`ProvidedRoot`], from `Config.RootCert` and
+//!   `Config.PrivateKey`).
 //! - **Agents and proxies** generate their key and CSR locally with
 //!   [`generate_csr`]; the key never travels.
 //! - **Sidecars** verify peers with [`SpiffeServerVerifier`] and
@@ -57,13 +59,13 @@ mod tests;
 pub use config::{
     parse_go_duration, CaConfiguration, ConsulCaConfig, DEFAULT_INTERMEDIATE_CERT_TTL,
     DEFAULT_LEAF_CERT_TTL, DEFAULT_PRIVATE_KEY_BITS, DEFAULT_PRIVATE_KEY_TYPE,
-    DEFAULT_ROOT_CERT_TTL, PROVIDER_CONSUL,
+    DEFAULT_ROOT_CERT_TTL, PROVIDER_CONSUL, REDACTED_PRIVATE_KEY,
 };
 pub use csr::{generate_csr, inspect_csr};
 pub use error::CaError;
 pub use leaf::IssuedCert;
 pub use provider::{ConsulProvider, Provider};
-pub use root::{CaRoot, CaRootKey, IndexedCaRoots, CROSS_SIGN_TTL, ROOT_NAME};
+pub use root::{CaRoot, CaRootKey, IndexedCaRoots, ProvidedRoot, CROSS_SIGN_TTL, ROOT_NAME};
 pub use spiffe::{trust_domain, SpiffeId, DEFAULT_NAMESPACE, TRUST_DOMAIN_SUFFIX};
 pub use tls::{client_config, crypto_provider, server_config};
 pub use verify::{

@@ -104,12 +104,39 @@ impl ConsulProvider {
         self.active.as_ref().map(|active| &active.root)
     }
 
-    /// Starts a rotation: generates a new root and cross-signs it with the
-    /// active one. Returns the new root (marked active, the cross-signed
-    /// certificate in `IntermediateCerts`) and its key; the caller stores
-    /// both and marks the old root inactive.
+    /// The root the configuration asks for, with its key: the provided one
+    /// (`RootCert` and `PrivateKey`) when the configuration has it, else a
+    /// newly generated one. Nothing is cross-signed: this is the first root
+    /// of a CA, or the start of [`ConsulProvider::rotate`]. A provided root
+    /// that has expired at `now` is refused.
+    pub fn configured_root(&self, now: SystemTime) -> Result<(CaRoot, CaRootKey), CaError> {
+        let Some(provided) = &self.config.provided_root else {
+            return self.generate_root(now);
+        };
+        if provided.root.not_after <= now {
+            return Err(CaError::InvalidConfig {
+                field: "RootCert",
+                reason: "the certificate has expired".into(),
+            });
+        }
+        Ok((provided.root.clone(), provided.key.clone()))
+    }
+
+    /// Starts a rotation to the [configured root](Self::configured_root),
+    /// cross-signed by the active one. Returns the new root (marked active,
+    /// the cross-signed certificate in `IntermediateCerts`) and its key; the
+    /// caller stores both and marks the old root inactive. A provided root
+    /// that is already the active root is refused: there is nothing to
+    /// rotate to.
     pub fn rotate(&self, now: SystemTime) -> Result<(CaRoot, CaRootKey), CaError> {
-        let (mut new_root, key) = self.generate_root(now)?;
+        let active = self.active()?;
+        let (mut new_root, key) = self.configured_root(now)?;
+        if new_root.id == active.root.id {
+            return Err(CaError::InvalidConfig {
+                field: "RootCert",
+                reason: "the certificate is already the active root".into(),
+            });
+        }
         let cross_signed = self.cross_sign(&new_root, now)?;
         new_root.intermediate_certs.push(cross_signed);
         Ok((new_root, key))

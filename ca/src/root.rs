@@ -10,6 +10,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyIdMethod, KeyPair,
     KeyUsagePurpose, SanType, SerialNumber,
 };
+use rustls_pki_types::pem::SectionKind;
 use serde::{Deserialize, Serialize};
 use x509_parser::certificate::X509Certificate;
 
@@ -41,7 +42,7 @@ pub struct CaRoot {
     pub id: String,
     /// Human-friendly name, opaque to everything.
     pub name: String,
-    /// The certificate's serial number.
+    /// The certificate's serial number; the low 64 bits of a longer one.
     pub serial_number: u64,
     /// The root's subject key identifier, colon-hex: leaves it signs carry it
     /// as their authority key identifier.
@@ -85,6 +86,19 @@ pub struct CaRootKey {
     pub private_key_pem: String,
 }
 
+/// A root the operator brings instead of a generated one: the built-in
+/// provider's `Config.RootCert` and `Config.PrivateKey`, checked to belong
+/// together and to the cluster's trust domain. `Debug` does not print the
+/// key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProvidedRoot {
+    /// The root certificate, described as any root (marked active, no
+    /// intermediates).
+    pub root: CaRoot,
+    /// Its private key, under the root's ID.
+    pub key: CaRootKey,
+}
+
 /// The set of trusted roots, as served at `/v1/connect/ca/roots`
 /// (`structs.IndexedCARoots`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,12 +135,10 @@ impl CaRoot {
             .position(|&b| b != 0)
             .unwrap_or(raw_serial.len());
         let serial = &raw_serial[first..];
-        if serial.len() > 8 {
-            return Err(CaError::InvalidCertificate(
-                "serial number does not fit 64 bits".into(),
-            ));
-        }
-        let serial_number = serial.iter().fold(0u64, |n, &b| (n << 8) | u64::from(b));
+        // Longer serials (openssl makes 20-byte ones) keep their low 64 bits,
+        // as Consul's `uint64` field gets them from Go's `big.Int.Uint64`.
+        let low = &serial[serial.len().saturating_sub(8)..];
+        let serial_number = low.iter().fold(0u64, |n, &b| (n << 8) | u64::from(b));
         let signing_key_id = util::subject_key_id(&cert).ok_or_else(|| {
             CaError::InvalidCertificate("the root has no subject key identifier".into())
         })?;
@@ -161,6 +173,66 @@ impl CaRoot {
     pub fn signing_id(&self) -> Result<SpiffeId, CaError> {
         let der = util::parse_cert(&self.root_cert)?;
         signing_id_of(&util::x509(&der)?)
+    }
+}
+
+// === impl ProvidedRoot ===
+
+impl ProvidedRoot {
+    /// Checks a provided root as the configuration gives it: exactly one CA
+    /// certificate (no other PEM block) carrying the signing SPIFFE ID of
+    /// `cluster_id`'s trust domain (not checked while the cluster ID is
+    /// still empty), and one PKCS#8 private key this crate can sign with
+    /// that matches the certificate. Each failure is
+    /// [`CaError::InvalidConfig`] naming `RootCert` or `PrivateKey`.
+    pub(crate) fn parse(
+        root_cert_pem: &str,
+        private_key_pem: &str,
+        cluster_id: &str,
+    ) -> Result<Self, CaError> {
+        let bad_cert = |err: CaError| CaError::InvalidConfig {
+            field: "RootCert",
+            reason: err.to_string(),
+        };
+        // The PEM is served as given: one certificate, and never a key.
+        let kinds = util::pem_kinds(root_cert_pem).map_err(bad_cert)?;
+        if kinds != [SectionKind::Certificate] {
+            return Err(CaError::InvalidConfig {
+                field: "RootCert",
+                reason: format!("expected exactly one CERTIFICATE block, found {kinds:?}"),
+            });
+        }
+        let root = CaRoot::from_pem(root_cert_pem, cluster_id).map_err(bad_cert)?;
+        let bad_key = |reason: String| CaError::InvalidConfig {
+            field: "PrivateKey",
+            reason,
+        };
+        let key_kinds = util::pem_kinds(private_key_pem).map_err(|e| bad_key(e.to_string()))?;
+        if key_kinds != [SectionKind::PrivateKey] {
+            return Err(bad_key(format!(
+                "expected exactly one PKCS#8 PRIVATE KEY block, found {key_kinds:?} \
+                 (`openssl pkcs8 -topk8 -nocrypt` converts an EC PRIVATE KEY)"
+            )));
+        }
+        let key = CaRootKey {
+            root_id: root.id.clone(),
+            private_key_pem: private_key_pem.to_owned(),
+        };
+        let signer = RootSigner::load(&root, &key).map_err(|err| match err {
+            CaError::InvalidKey(_) => bad_key(err.to_string()),
+            other => bad_cert(other),
+        })?;
+        let trust_domain = crate::spiffe::trust_domain(cluster_id);
+        if !cluster_id.is_empty() && signer.signing_id.trust_domain() != trust_domain {
+            return Err(CaError::InvalidConfig {
+                field: "RootCert",
+                reason: format!(
+                    "the certificate carries {}, not this cluster's signing ID spiffe://{trust_domain}",
+                    signer.signing_id
+                ),
+            });
+        }
+        Ok(Self { root, key })
     }
 }
 

@@ -818,3 +818,249 @@ fn configs_refuse_bad_material() {
     ));
     assert!(TrustedRoots::from_pem("garbage").is_err());
 }
+
+// === provided roots ===
+
+/// The configuration of [`CLUSTER`] with `RootCert` and `PrivateKey` set to
+/// whichever of `cert` and `key` is given.
+fn provided_config(cert: Option<&str>, key: Option<&str>) -> CaConfiguration {
+    let mut config = CaConfiguration::new(CLUSTER);
+    for (name, value) in [("RootCert", cert), ("PrivateKey", key)] {
+        if let Some(value) = value {
+            config.config.insert(name.to_owned(), value.into());
+        }
+    }
+    config
+}
+
+/// A root and its key generated for `cluster`, as an operator would bring.
+fn own_root(cluster: &str) -> (CaRoot, CaRootKey) {
+    ConsulProvider::new(&CaConfiguration::new(cluster))
+        .unwrap()
+        .generate_root(SystemTime::now())
+        .unwrap()
+}
+
+#[test]
+fn provided_root_signs_leaves_that_verify() {
+    let (root, key) = own_root(CLUSTER);
+    let config = provided_config(Some(&root.root_cert), Some(&key.private_key_pem));
+    let provided = config.consul_config().unwrap().provided_root.unwrap();
+    assert_eq!(provided.root.id, root.id);
+    assert_eq!(provided.key.root_id, root.id);
+
+    // A CA with no root yet starts from the provided one, uncross-signed.
+    let bootstrap = ConsulProvider::new(&config).unwrap();
+    let now = SystemTime::now();
+    let (first, first_key) = bootstrap.configured_root(now).unwrap();
+    assert_eq!(first, root);
+    assert!(first.active && first.intermediate_certs.is_empty());
+    let ca = bootstrap.with_active_root(first, &first_key).unwrap();
+    let (issued, _) = leaf(&ca, "web");
+
+    // rustls's stock verifier accepts the leaf under the provided root.
+    let mut store = RootCertStore::empty();
+    store.add(parse_cert(&root.root_cert).unwrap()).unwrap();
+    let stock = WebPkiClientVerifier::builder_with_provider(Arc::new(store), crypto_provider())
+        .build()
+        .unwrap();
+    let chain = parse_certs(&issued.cert_pem).unwrap();
+    stock
+        .verify_client_cert(&chain[0], &[], UnixTime::now())
+        .unwrap();
+    let roots = TrustedRoots::from_ca_roots(std::slice::from_ref(&root)).unwrap();
+    assert_eq!(
+        verify_leaf(&roots, &issued.cert_pem, now).unwrap(),
+        service_id(&ca, "web")
+    );
+}
+
+#[test]
+fn rotating_to_a_provided_root_cross_signs_it() {
+    let (active, active_key) = own_root(CLUSTER);
+    let (root, key) = own_root(CLUSTER);
+    let config = provided_config(Some(&root.root_cert), Some(&key.private_key_pem));
+    let current = ConsulProvider::new(&config)
+        .unwrap()
+        .with_active_root(active.clone(), &active_key)
+        .unwrap();
+    let (new_root, new_key) = current.rotate(SystemTime::now()).unwrap();
+    assert_eq!(
+        new_root.id, root.id,
+        "the provided root, not a generated one"
+    );
+    assert_eq!(new_key, key);
+    assert_eq!(new_root.intermediate_certs.len(), 1);
+
+    // Leaves of the provided root reach peers that trust only the old root.
+    let new = ConsulProvider::new(&config)
+        .unwrap()
+        .with_active_root(new_root.clone(), &new_key)
+        .unwrap();
+    let old_only = SharedRoots::new(TrustedRoots::from_ca_roots(&[active]).unwrap());
+    let (result, _) = connect(
+        &leaf(&new, "web"),
+        old_only.clone(),
+        expect_db(),
+        &leaf(&new, "db"),
+        old_only,
+    );
+    result.unwrap();
+
+    // The provided root cannot rotate to itself.
+    let err = new.rotate(SystemTime::now()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CaError::InvalidConfig {
+                field: "RootCert",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// The field an error names, if it is `InvalidConfig`.
+fn config_field(err: &CaError) -> Option<&'static str> {
+    match err {
+        CaError::InvalidConfig { field, .. } => Some(field),
+        _ => None,
+    }
+}
+
+#[test]
+fn provided_root_is_refused_with_the_field_at_fault() {
+    let (root, key) = own_root(CLUSTER);
+    let (other_root, other_key) = own_root(CLUSTER);
+    let (foreign_root, foreign_key) = own_root("22222222-0000-0000-0000-000000000000");
+    let (web, web_key) = leaf(&ca(), "web");
+    let two_certs = format!("{}{}", root.root_cert, other_root.root_cert);
+    let with_key = format!("{}{}", root.root_cert, key.private_key_pem);
+    let sec1_label = key.private_key_pem.replace("PRIVATE KEY", "EC PRIVATE KEY");
+    // The first line of base64 of each key: no message may carry it.
+    let secrets: Vec<&str> = [&key, &other_key, &foreign_key]
+        .map(|k| k.private_key_pem.as_str())
+        .into_iter()
+        .chain([web_key.as_str()])
+        .map(|pem| pem.lines().nth(1).unwrap())
+        .collect();
+    let cert = root.root_cert.as_str();
+    let pk = key.private_key_pem.as_str();
+    let cases: [(&str, Option<&str>, Option<&str>, &str); 11] = [
+        (
+            "mismatched key",
+            Some(cert),
+            Some(&other_key.private_key_pem),
+            "PrivateKey",
+        ),
+        (
+            "leaf, not a CA",
+            Some(&web.cert_pem),
+            Some(&web_key),
+            "RootCert",
+        ),
+        (
+            "other trust domain",
+            Some(&foreign_root.root_cert),
+            Some(&foreign_key.private_key_pem),
+            "RootCert",
+        ),
+        (
+            "garbage certificate",
+            Some("-----BEGIN CERTIFICATE-----\nnope\n"),
+            Some(pk),
+            "RootCert",
+        ),
+        ("garbage key", Some(cert), Some("garbage"), "PrivateKey"),
+        ("SEC1 key", Some(cert), Some(&sec1_label), "PrivateKey"),
+        (
+            "two keys",
+            Some(cert),
+            Some(&format!("{pk}{pk}")),
+            "PrivateKey",
+        ),
+        ("two certificates", Some(&two_certs), Some(pk), "RootCert"),
+        ("certificate and key", Some(&with_key), Some(pk), "RootCert"),
+        ("certificate alone", Some(cert), None, "PrivateKey"),
+        ("key alone", None, Some(pk), "RootCert"),
+    ];
+    for (what, cert, key, field) in cases {
+        let config = provided_config(cert, key);
+        let err = config.consul_config().unwrap_err();
+        assert_eq!(config_field(&err), Some(field), "{what}: {err}");
+        assert!(err.is_invalid_input(), "{what}: {err}");
+        assert!(
+            !secrets.iter().any(|s| err.to_string().contains(s)),
+            "{what}: the key is echoed: {err}"
+        );
+        let err = ConsulProvider::new(&config).unwrap_err();
+        assert_eq!(config_field(&err), Some(field), "{what}: {err}");
+    }
+    // Blank values mean "not given".
+    let blank = provided_config(Some(""), Some("  \n"));
+    assert_eq!(blank.consul_config().unwrap().provided_root, None);
+}
+
+#[test]
+fn an_expired_provided_root_is_not_used() {
+    let long_ago = SystemTime::now() - 90_000 * HOUR;
+    let (root, key) = ConsulProvider::new(&CaConfiguration::new(CLUSTER))
+        .unwrap()
+        .generate_root(long_ago)
+        .unwrap();
+    let config = provided_config(Some(&root.root_cert), Some(&key.private_key_pem));
+    let provider = ConsulProvider::new(&config).unwrap();
+    let err = provider.configured_root(SystemTime::now()).unwrap_err();
+    assert_eq!(config_field(&err), Some("RootCert"), "{err}");
+}
+
+#[test]
+fn the_provided_key_is_never_shown() {
+    let (root, key) = own_root(CLUSTER);
+    let config = provided_config(Some(&root.root_cert), Some(&key.private_key_pem));
+    let shown = config.redacted();
+    assert_eq!(shown.config["PrivateKey"], REDACTED_PRIVATE_KEY);
+    assert_eq!(shown.config["RootCert"], root.root_cert.as_str());
+    assert_eq!(config.config["PrivateKey"], key.private_key_pem.as_str());
+    let parsed = config.consul_config().unwrap();
+    for debug in [format!("{config:?}"), format!("{parsed:?}")] {
+        assert!(!debug.contains("PRIVATE KEY"), "{debug}");
+    }
+    // Nothing to hide: nothing changes.
+    let plain = CaConfiguration::new(CLUSTER);
+    assert_eq!(plain.redacted(), plain);
+}
+
+#[test]
+fn a_root_made_elsewhere_with_a_long_serial_is_accepted() {
+    use rcgen::{BasicConstraints, IsCa, KeyUsagePurpose, SerialNumber};
+    // As `openssl req -x509` makes them: a 20-byte serial, its own name.
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "my own root");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.subject_alt_names = vec![uri(&format!("spiffe://{TD}"))];
+    params.serial_number = Some(SerialNumber::from(vec![0x12; 20]));
+    let cert = params.self_signed(&key).unwrap();
+
+    let config = provided_config(Some(&cert.pem()), Some(&key.serialize_pem()));
+    let provider = ConsulProvider::new(&config).unwrap();
+    let (root, root_key) = provider.configured_root(SystemTime::now()).unwrap();
+    assert_eq!(root.serial_number, 0x1212_1212_1212_1212, "the low 64 bits");
+    let ca = provider.with_active_root(root.clone(), &root_key).unwrap();
+    let (issued, _) = leaf(&ca, "web");
+    let roots = TrustedRoots::from_ca_roots(&[root]).unwrap();
+    assert_eq!(
+        verify_leaf(&roots, &issued.cert_pem, SystemTime::now()).unwrap(),
+        service_id(&ca, "web")
+    );
+}

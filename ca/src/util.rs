@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::rand::{SecureRandom, SystemRandom};
-use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::pem::{PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
@@ -117,6 +117,15 @@ pub(crate) fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, CaE
         return Err(CaError::InvalidPem("no CERTIFICATE block found".into()));
     }
     Ok(certs)
+}
+
+/// The kind of every PEM block of a document that rustls knows (certificates,
+/// keys, CSRs, CRLs), in order.
+pub(crate) fn pem_kinds(pem: &str) -> Result<Vec<SectionKind>, CaError> {
+    <(SectionKind, Vec<u8>)>::pem_slice_iter(pem.as_bytes())
+        .map(|section| section.map(|(kind, _)| kind))
+        .collect::<Result<_, _>>()
+        .map_err(|e| CaError::InvalidPem(e.to_string()))
 }
 
 /// The first `CERTIFICATE` block of a PEM document.

@@ -131,3 +131,75 @@ async fn roots_leaves_and_rotation() {
         .await;
     assert_eq!(bad.status, 400, "{}", bad.text);
 }
+
+#[tokio::test]
+async fn a_provided_root_rotates_in_once_and_its_key_stays_hidden() {
+    use mesh_ca::{CaConfiguration, ConsulProvider, Provider};
+
+    let a = Agent::start(&[]);
+    let cluster_id = a.get("/v1/connect/ca/configuration").await.json()["ClusterID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let own = || {
+        ConsulProvider::new(&CaConfiguration::new(cluster_id.as_str()))
+            .unwrap()
+            .generate_root(std::time::SystemTime::now())
+            .unwrap()
+    };
+    let (root, key) = own();
+    let (_, other_key) = own();
+    let key_body = key.private_key_pem.lines().nth(1).unwrap();
+    let body = |cert: &str, key: &str| {
+        serde_json::json!({"Provider": "consul",
+            "Config": {"RootCert": cert, "PrivateKey": key}})
+        .to_string()
+    };
+    let roots = || async { a.get("/v1/connect/ca/roots").await.json() };
+    let before = roots().await;
+
+    // Refused, with the field at fault, and nothing changes.
+    for (bad, field) in [
+        (
+            body(&root.root_cert, &other_key.private_key_pem),
+            "PrivateKey",
+        ),
+        (body(&root.root_cert, ""), "PrivateKey"),
+        (body("not a certificate", &key.private_key_pem), "RootCert"),
+    ] {
+        let r = a.put("/v1/connect/ca/configuration", &bad).await;
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert!(r.text.contains(field), "{field}: {}", r.text);
+        assert!(!r.text.contains(key_body), "the key is echoed: {}", r.text);
+    }
+    assert_eq!(roots().await, before);
+
+    a.put_ok(
+        "/v1/connect/ca/configuration",
+        &body(&root.root_cert, &key.private_key_pem),
+    )
+    .await;
+    let after = roots().await;
+    assert_eq!(after["ActiveRootID"], root.id.as_str());
+    assert_eq!(after["Roots"].as_array().unwrap().len(), 2);
+    let config = a.get("/v1/connect/ca/configuration").await;
+    let shown = config.json();
+    assert_eq!(
+        shown["Config"]["PrivateKey"], "hidden",
+        "as Consul redacts it"
+    );
+    assert_eq!(shown["Config"]["RootCert"], root.root_cert.as_str());
+    assert!(!config.text.contains(key_body));
+
+    // The same root again changes nothing.
+    a.put_ok(
+        "/v1/connect/ca/configuration",
+        &body(&root.root_cert, &key.private_key_pem),
+    )
+    .await;
+    assert_eq!(roots().await, after);
+    assert_eq!(
+        a.get("/v1/connect/ca/configuration").await.index,
+        config.index
+    );
+}

@@ -1,54 +1,12 @@
 //! The socat walk-through: an echo service behind its sidecar, a client
 //! proxy for `web`, mTLS between them, and intentions deciding.
 
-use crate::support::{eventually, write_file, Agent, MeshProcess};
-use std::net::SocketAddr;
+use crate::support::{
+    echo, echo_server, eventually, free_port, instance, round_trip, write_file, Agent, MeshProcess,
+    PROXY_WAIT,
+};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-async fn echo_server() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let (mut r, mut w) = sock.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Sends `msg` on `stream` and reads the echo; `None` if the connection closed.
-async fn echo(stream: &mut TcpStream, msg: &[u8]) -> Option<Vec<u8>> {
-    stream.write_all(msg).await.ok()?;
-    let mut buf = vec![0u8; msg.len()];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    Some(buf)
-}
-
-async fn round_trip(addr: &str, msg: &[u8]) -> Option<Vec<u8>> {
-    let mut s = TcpStream::connect(addr).await.ok()?;
-    echo(&mut s, msg).await
-}
 
 #[tokio::test]
 async fn bytes_cross_the_mesh_and_intentions_decide() {
@@ -77,14 +35,14 @@ async fn bytes_cross_the_mesh_and_intentions_decide() {
         ],
     );
     assert_eq!(
-        sidecar.wait_line("Public listener:", WAIT),
+        sidecar.wait_line("Public listener:", PROXY_WAIT),
         format!("127.0.0.1:{sidecar_port}")
     );
     let web = MeshProcess::spawn(&a, &["proxy", "-service", "web", "-upstream", "socat:0"]);
-    let upstream = web.wait_line("Upstream socat:", WAIT);
+    let upstream = web.wait_line("Upstream socat:", PROXY_WAIT);
 
     // The sidecar's TCP check passes now that it listens: it is a healthy endpoint.
-    let got = eventually(WAIT, "an echo through the mesh", || async {
+    let got = eventually(PROXY_WAIT, "an echo through the mesh", || async {
         round_trip(&upstream, b"hello mesh\n").await
     })
     .await;
@@ -99,7 +57,7 @@ async fn bytes_cross_the_mesh_and_intentions_decide() {
 
     let out = a.cli(&["intention", "create", "-deny", "web", "socat"]);
     assert!(out.status.success());
-    eventually(WAIT, "the deny to take effect", || async {
+    eventually(PROXY_WAIT, "the deny to take effect", || async {
         round_trip(&upstream, b"x").await.is_none().then_some(())
     })
     .await;
@@ -113,7 +71,7 @@ async fn bytes_cross_the_mesh_and_intentions_decide() {
         .cli(&["intention", "delete", "web", "socat"])
         .status
         .success());
-    let back = eventually(WAIT, "the allow to return", || async {
+    let back = eventually(PROXY_WAIT, "the allow to return", || async {
         round_trip(&upstream, b"restored").await
     })
     .await;
@@ -134,14 +92,14 @@ async fn bytes_cross_the_mesh_and_intentions_decide() {
             {"destination_name": "socat", "local_bind_port": added}]}}}});
     a.put_ok("/v1/agent/service/register", &reg.to_string())
         .await;
-    let via_new = eventually(WAIT, "the new upstream listener", || async {
+    let via_new = eventually(PROXY_WAIT, "the new upstream listener", || async {
         round_trip(&format!("127.0.0.1:{added}"), b"new upstream").await
     })
     .await;
     assert_eq!(via_new, b"new upstream");
 
     assert_eq!(
-        web.terminate(WAIT).and_then(|s| s.code()),
+        web.terminate(PROXY_WAIT).and_then(|s| s.code()),
         Some(0),
         "graceful exit on SIGTERM"
     );
@@ -159,38 +117,19 @@ async fn a_proxy_without_a_registration_says_so() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("-upstream"));
 }
 
-/// Registers `id` of service `name` on `echo`, with a sidecar on a free port,
-/// and starts that sidecar; returns it.
-async fn instance(a: &Agent, name: &str, id: &str, echo: SocketAddr) -> MeshProcess {
-    let port = free_port();
-    let reg = serde_json::json!({"name": name, "id": id, "port": echo.port(),
-        "connect": {"sidecar_service": {"port": port}}});
-    a.put_ok("/v1/agent/service/register", &reg.to_string())
-        .await;
-    let p = MeshProcess::spawn(
-        a,
-        &["proxy", "-sidecar-for", id, "-bind-address", "127.0.0.1"],
-    );
-    assert_eq!(
-        p.wait_line("Public listener:", WAIT),
-        format!("127.0.0.1:{port}")
-    );
-    p
-}
-
 #[tokio::test]
 async fn traffic_survives_a_lost_instance_and_a_root_rotation() {
     let a = Agent::start(&[]);
-    let one = instance(&a, "echo", "echo-1", echo_server().await).await;
-    let two = instance(&a, "echo", "echo-2", echo_server().await).await;
-    eventually(WAIT, "both sidecars healthy", || async {
+    let (one, _) = instance(&a, "echo", "echo-1", echo_server().await).await;
+    let (two, _) = instance(&a, "echo", "echo-2", echo_server().await).await;
+    eventually(PROXY_WAIT, "both sidecars healthy", || async {
         let v = a.get("/v1/health/connect/echo?passing").await.json();
         (v.as_array().unwrap().len() == 2).then_some(())
     })
     .await;
     let web = MeshProcess::spawn(&a, &["proxy", "-service", "web", "-upstream", "echo:0"]);
-    let upstream = web.wait_line("Upstream echo:", WAIT);
-    eventually(WAIT, "an echo", || async {
+    let upstream = web.wait_line("Upstream echo:", PROXY_WAIT);
+    eventually(PROXY_WAIT, "an echo", || async {
         round_trip(&upstream, b"up").await
     })
     .await;

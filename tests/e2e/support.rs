@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long a proxy may take to start, or a change to reach it.
+pub const PROXY_WAIT: Duration = Duration::from_secs(30);
 
 /// The binary under test.
 pub fn mesh_bin() -> PathBuf {
@@ -309,4 +314,71 @@ impl Drop for MeshProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// === traffic ===
+
+/// A TCP echo server on an ephemeral port, serving until the test ends.
+pub async fn echo_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = sock.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A port that was free a moment ago, for a listener the binary binds.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends `msg` on `stream` and reads the echo; `None` if the connection
+/// closed or failed, or no echo came within five seconds.
+pub async fn echo<S>(stream: &mut S, msg: &[u8]) -> Option<Vec<u8>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    stream.write_all(msg).await.ok()?;
+    let mut buf = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(buf)
+}
+
+/// Connects to `addr` in plain TCP and [`echo`]es `msg`.
+pub async fn round_trip(addr: &str, msg: &[u8]) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    echo(&mut s, msg).await
+}
+
+/// Registers `id` of service `name` on `echo`, with a sidecar on a free
+/// port, and starts that sidecar; returns it and its public listener.
+pub async fn instance(a: &Agent, name: &str, id: &str, echo: SocketAddr) -> (MeshProcess, String) {
+    let port = free_port();
+    let reg = serde_json::json!({"name": name, "id": id, "port": echo.port(),
+        "connect": {"sidecar_service": {"port": port}}});
+    a.put_ok("/v1/agent/service/register", &reg.to_string())
+        .await;
+    let p = MeshProcess::spawn(
+        a,
+        &["proxy", "-sidecar-for", id, "-bind-address", "127.0.0.1"],
+    );
+    let public = format!("127.0.0.1:{port}");
+    assert_eq!(p.wait_line("Public listener:", PROXY_WAIT), public);
+    (p, public)
 }

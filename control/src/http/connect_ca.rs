@@ -89,7 +89,10 @@ async fn get_config(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
     let opts = ctx.query()?;
     let (qm, config) = api
         .blocking(&opts, &[Topic::Exact(CA.into())], |d| {
-            (d.index(CA), d.ca.config.clone())
+            (
+                d.index(CA),
+                d.ca.config.as_ref().map(CaConfiguration::redacted),
+            )
         })
         .await?;
     let config = config.ok_or_else(|| ApiError::internal("CA is not initialized yet"))?;

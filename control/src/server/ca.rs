@@ -1,11 +1,14 @@
 //! The CA's leader duties: create the trust domain and first root on first
 //! leadership, rotate roots (cross-signed by the old one) when the
-//! configuration asks for a new root, prune rotated-out roots after twice the
-//! leaf TTL, and sign leaf certificates at a bounded rate.
+//! configuration asks for a new root — other key settings, or an operator's
+//! own root (`RootCert`, `PrivateKey`) — prune rotated-out roots after twice
+//! the leaf TTL, and sign leaf certificates at a bounded rate.
 
 use crate::raft::{now_ms, Command, RaftNode};
 use crate::state::ca::CaState;
-use mesh_ca::{CaConfiguration, ConsulProvider, IssuedCert, Provider, SpiffeId};
+use mesh_ca::{
+    CaConfiguration, CaRoot, ConsulCaConfig, ConsulProvider, IssuedCert, Provider, SpiffeId,
+};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -80,10 +83,34 @@ pub struct CaManager {
     limiter: RateLimiter,
 }
 
-/// The settings whose change needs a new root.
-fn root_settings(c: &CaConfiguration) -> Option<(String, u32, Duration)> {
-    let cc = c.consul_config().ok()?;
-    Some((cc.private_key_type, cc.private_key_bits, cc.root_cert_ttl))
+/// What a configuration asks of the active root.
+#[derive(Debug, PartialEq, Eq)]
+enum RootSettings {
+    /// The operator's own root, by ID.
+    Provided(String),
+    /// A generated root of this key type, size and lifetime.
+    Generated(String, u32, Duration),
+}
+
+fn root_settings(c: &ConsulCaConfig) -> RootSettings {
+    match &c.provided_root {
+        Some(provided) => RootSettings::Provided(provided.root.id.clone()),
+        None => RootSettings::Generated(
+            c.private_key_type.clone(),
+            c.private_key_bits,
+            c.root_cert_ttl,
+        ),
+    }
+}
+
+/// Whether moving from `old` to `new` needs a new root while `active`
+/// signs: a provided root that is not the active one, or generated-root
+/// settings other than before (leaving a provided root included).
+fn needs_new_root(old: &CaConfiguration, new: &ConsulCaConfig, active: &CaRoot) -> bool {
+    match root_settings(new) {
+        RootSettings::Provided(id) => id != active.id,
+        wanted => old.consul_config().ok().map(|c| root_settings(&c)) != Some(wanted),
+    }
 }
 
 impl CaManager {
@@ -107,22 +134,30 @@ impl CaManager {
             .map_err(|e| CaOpError::Internal(e.to_string()))
     }
 
-    /// Creates the trust domain and the first root if there is none.
+    /// Creates the trust domain and the first root if there is none. A
+    /// configuration already stored without an active root keeps its
+    /// cluster ID and settings, and its provided root (`RootCert`,
+    /// `PrivateKey`) becomes the first root; otherwise one is generated.
     pub async fn initialize(&self) -> Result<(), CaOpError> {
-        if self.state().config.is_some() {
+        let mut state = self.state();
+        if state.config.is_some() && state.active().is_some() {
             return Ok(());
         }
-        let config = CaConfiguration::new(uuid::Uuid::new_v4().to_string());
+        let mut config = state.config.take().unwrap_or_default();
+        if config.cluster_id.is_empty() {
+            config.cluster_id = uuid::Uuid::new_v4().to_string();
+        }
         let provider = ConsulProvider::new(&config)?;
-        let (root, key) = provider.generate_root(SystemTime::now())?;
-        tracing::info!(trust_domain = %config.trust_domain(), root = %root.id, "initialized the CA");
-        self.commit(CaState {
-            config: Some(config),
-            roots: vec![root],
-            keys: vec![key],
-            rotated_out_at: Default::default(),
-        })
-        .await
+        let (root, key) = provider.configured_root(SystemTime::now())?;
+        tracing::info!(
+            trust_domain = %config.trust_domain(),
+            root = %root.id,
+            provided = provider.config().provided_root.is_some(),
+            "initialized the CA"
+        );
+        state.activate(root, key, now_ms());
+        state.config = Some(config);
+        self.commit(state).await
     }
 
     fn provider(state: &CaState) -> Result<ConsulProvider, CaOpError> {
@@ -131,8 +166,11 @@ impl CaManager {
         Ok(ConsulProvider::new(config)?.with_active_root(root.clone(), key)?)
     }
 
-    /// Stores a new configuration; if it changes the root's key type, size
-    /// or lifetime, rotates to a new root cross-signed by the old one.
+    /// Stores a new configuration, merged over the stored one. If it asks
+    /// for another root — other key type, size or lifetime, or a provided
+    /// root (`RootCert`, `PrivateKey`) that is not the active one — rotates
+    /// to it, cross-signed by the old root. A configuration that does not
+    /// validate changes nothing.
     pub async fn set_config(&self, mut new: CaConfiguration) -> Result<(), CaOpError> {
         let mut state = self.state();
         let old = state.config.clone().ok_or(CaOpError::NotInitialized)?;
@@ -142,21 +180,22 @@ impl CaManager {
         }
         new.consul_config()?;
         let mut merged = old.clone();
-        merged.config.extend(new.config.clone());
-        merged.provider = new.provider.clone();
-        merged.force_without_cross_signing = new.force_without_cross_signing;
-        if root_settings(&merged) != root_settings(&old) {
-            let (root, key) = state.active().ok_or(CaOpError::NotInitialized)?;
+        merged.merge(&new);
+        let wanted = merged.consul_config()?;
+        let (root, key) = state.active().ok_or(CaOpError::NotInitialized)?;
+        let rotate = needs_new_root(&old, &wanted, root);
+        if !rotate && merged == old {
+            return Ok(());
+        }
+        if rotate {
             let provider = ConsulProvider::new(&merged)?.with_active_root(root.clone(), key)?;
             let (new_root, new_key) = provider.rotate(SystemTime::now())?;
-            let now = now_ms();
-            for r in state.roots.iter_mut().filter(|r| r.active) {
-                r.active = false;
-                state.rotated_out_at.insert(r.id.clone(), now);
-            }
-            tracing::info!(root = %new_root.id, "rotated the CA root");
-            state.roots.push(new_root);
-            state.keys.push(new_key);
+            tracing::info!(
+                root = %new_root.id,
+                provided = wanted.provided_root.is_some(),
+                "rotated the CA root"
+            );
+            state.activate(new_root, new_key, now_ms());
         }
         state.config = Some(merged);
         self.commit(state).await
@@ -233,6 +272,48 @@ impl CaManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CLUSTER: &str = "11111111-2222-3333-4444-555555555555";
+
+    /// A root generated for [`CLUSTER`], and the configuration that brings it.
+    fn provided() -> (CaRoot, CaConfiguration) {
+        let (root, key) = ConsulProvider::new(&CaConfiguration::new(CLUSTER))
+            .unwrap()
+            .generate_root(SystemTime::now())
+            .unwrap();
+        let mut config = CaConfiguration::new(CLUSTER);
+        config
+            .config
+            .insert("RootCert".into(), root.root_cert.clone().into());
+        config
+            .config
+            .insert("PrivateKey".into(), key.private_key_pem.into());
+        (root, config)
+    }
+
+    #[test]
+    fn a_new_root_is_needed_only_when_the_wanted_one_differs() {
+        let generated = CaConfiguration::new(CLUSTER);
+        let (active, _) = provided();
+        let (byo, byo_config) = provided();
+        let byo_parsed = byo_config.consul_config().unwrap();
+        let same = generated.consul_config().unwrap();
+
+        assert!(!needs_new_root(&generated, &same, &active));
+        let mut longer = generated.clone();
+        longer.config.insert("RootCertTTL".into(), "43800h".into());
+        assert!(needs_new_root(
+            &generated,
+            &longer.consul_config().unwrap(),
+            &active
+        ));
+        // A provided root rotates in unless it already signs.
+        assert!(needs_new_root(&generated, &byo_parsed, &active));
+        assert!(!needs_new_root(&byo_config, &byo_parsed, &byo));
+        assert!(needs_new_root(&byo_config, &byo_parsed, &active));
+        // Dropping the provided root asks for a generated one.
+        assert!(needs_new_root(&byo_config, &same, &byo));
+    }
 
     #[test]
     fn the_limiter_refuses_past_its_rate_and_refills() {
