@@ -189,3 +189,62 @@ async fn traffic_survives_a_lost_instance_and_a_root_rotation() {
     );
     drop(two);
 }
+
+#[tokio::test]
+async fn proxies_ride_out_an_agent_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = format!("-data-dir={}", data.path().display());
+    let http_port = format!("-http-port={}", free_port());
+    let args = [
+        "-server",
+        "-bootstrap",
+        data_dir.as_str(),
+        http_port.as_str(),
+        "-node=restarting",
+    ];
+    let mut a = Agent::start(&args);
+    let (_sidecar, _) = instance(&a, "echo", "echo-1", echo_server().await).await;
+    let web = MeshProcess::spawn(&a, &["proxy", "-service", "web", "-upstream", "echo:0"]);
+    let upstream = web.wait_line("Upstream echo:", PROXY_WAIT);
+    eventually(PROXY_WAIT, "an echo", || async {
+        round_trip(&upstream, b"up").await
+    })
+    .await;
+
+    // Without their agent the proxies keep serving the last config.
+    a.kill9();
+    for i in 0..5u8 {
+        let msg = [b'k' + i; 8];
+        assert_eq!(
+            round_trip(&upstream, &msg).await.as_deref(),
+            Some(&msg[..]),
+            "connection {i} with the agent down"
+        );
+    }
+
+    // The agent comes back where the proxies expect it; they reopen their
+    // config streams, so an intention written now reaches them.
+    let b = Agent::start(&args);
+    let healthy = || async {
+        let v = b.get("/v1/health/connect/echo?passing").await.json();
+        (v.as_array().unwrap().len() == 1).then_some(())
+    };
+    eventually(PROXY_WAIT, "the sidecar healthy again", healthy).await;
+    eventually(PROXY_WAIT, "an echo after the restart", || async {
+        round_trip(&upstream, b"back").await
+    })
+    .await;
+    b.cli_ok(&["intention", "create", "-deny", "web", "echo"]);
+    eventually(PROXY_WAIT, "the deny to reach the sidecar", || async {
+        round_trip(&upstream, b"x").await.is_none().then_some(())
+    })
+    .await;
+    healthy()
+        .await
+        .expect("refused by the intention, not for want of a healthy endpoint");
+    b.cli_ok(&["intention", "delete", "web", "echo"]);
+    eventually(PROXY_WAIT, "the allow to return", || async {
+        round_trip(&upstream, b"again").await
+    })
+    .await;
+}

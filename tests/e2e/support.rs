@@ -63,7 +63,12 @@ impl Agent {
         if !args.iter().any(|a| a.starts_with("-data-dir")) {
             cmd.arg("-dev");
         }
-        cmd.args(["-http-port=0", "-dns-port=0"]);
+        // Ephemeral ports unless the test pins the HTTP port (to restart
+        // an agent where its clients expect it).
+        if !args.iter().any(|a| a.starts_with("-http-port")) {
+            cmd.arg("-http-port=0");
+        }
+        cmd.arg("-dns-port=0");
         if !args.iter().any(|a| a.starts_with("-node")) {
             cmd.arg("-node=test-node");
         }
