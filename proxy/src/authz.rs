@@ -71,6 +71,7 @@ mod tests {
             source: source.into(),
             allow,
             precedence,
+            permissions: Vec::new(),
         }
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::chain::{Chain, Permission, Protocol};
 use crate::ProxyError;
 
 /// How long a forwarded connection may carry no byte either way before it is
@@ -74,6 +75,9 @@ pub struct ProxyConfig {
     /// (default `5s`).
     #[serde(default = "default_connect_timeout", with = "go_duration")]
     pub connect_timeout: Duration,
+    /// Where the proxy serves Prometheus metrics (`/metrics`), if anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 /// The inbound listener of a sidecar.
@@ -84,6 +88,10 @@ pub struct PublicListener {
     pub bind: SocketAddr,
     /// The local application the proxy forwards authorised traffic to.
     pub local_app: SocketAddr,
+    /// What the local application speaks; an L7 protocol turns on
+    /// per-request intentions and metrics.
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 /// One outbound listener: the local app connects to `bind` in plain TCP and
@@ -96,9 +104,16 @@ pub struct Upstream {
     pub destination: String,
     /// Where the local app connects. Port 0 picks a free port.
     pub bind: SocketAddr,
-    /// The public listeners of the destination's healthy sidecars.
+    /// The public listeners of the destination's healthy sidecars (the
+    /// whole path for `tcp`).
     #[serde(default)]
     pub endpoints: Vec<SocketAddr>,
+    /// What the destination speaks.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// For an L7 protocol: the compiled discovery chain requests follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Chain>,
 }
 
 /// One intention as the proxy sees it: whether `source` may connect.
@@ -112,6 +127,30 @@ pub struct IntentionRule {
     /// Higher wins when several rules match a source.
     #[serde(default)]
     pub precedence: i32,
+    /// L7 permissions, in order: for an HTTP service, the first whose
+    /// match fits a request from `source` decides it (and `Allow` is
+    /// ignored); none fitting falls to the default policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<Permission>,
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    /// An L4 upstream: connections to `bind` go to one of `endpoints`.
+    pub fn tcp(
+        destination: impl Into<String>,
+        bind: SocketAddr,
+        endpoints: Vec<SocketAddr>,
+    ) -> Self {
+        Self {
+            destination: destination.into(),
+            bind,
+            endpoints,
+            protocol: Protocol::Tcp,
+            chain: None,
+        }
+    }
 }
 
 fn default_idle_timeout() -> Duration {
@@ -147,6 +186,7 @@ impl Default for ProxyConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            metrics_bind: None,
         }
     }
 }
@@ -247,6 +287,7 @@ impl fmt::Debug for ProxyConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("metrics_bind", &self.metrics_bind)
             .finish()
     }
 }
@@ -258,11 +299,11 @@ mod go_duration {
 
     use serde::{de, Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format(*d))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         mesh_ca::parse_go_duration(&text).ok_or_else(|| {
             de::Error::invalid_value(de::Unexpected::Str(&text), &"a duration such as \"10s\"")
@@ -284,6 +325,28 @@ mod go_duration {
             }
         }
         format!("{nanos}ns")
+    }
+}
+
+/// Optional durations as Go duration strings.
+pub(crate) mod go_duration_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::go_duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super::go_duration")] Duration);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(d)| d))
     }
 }
 
@@ -379,11 +442,7 @@ mod tests {
         assert_eq!(field_of(config), "IdleTimeout");
 
         let bind: SocketAddr = "127.0.0.1:9191".parse().unwrap();
-        let upstream = |name: &str| Upstream {
-            destination: name.into(),
-            bind,
-            endpoints: vec![],
-        };
+        let upstream = |name: &str| Upstream::tcp(name, bind, vec![]);
         let config = ProxyConfig {
             upstreams: vec![upstream("db"), upstream("db")],
             ..base.clone()

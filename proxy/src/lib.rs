@@ -33,6 +33,7 @@
 //! ```
 
 mod authz;
+mod chain;
 mod config;
 mod error;
 mod forward;
@@ -43,6 +44,10 @@ mod proxy;
 mod stats;
 mod tls;
 
+pub use chain::{
+    Chain, HashPolicy, HeaderChanges, HeaderMatch, HttpMatch, LbPolicy, LoadBalancer, Permission,
+    Protocol, QueryParamMatch, Route, Split, Target,
+};
 pub use config::{
     IntentionRule, ProxyConfig, PublicListener, Upstream, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,

@@ -45,6 +45,9 @@ pub struct ProxyArgs {
     /// The address the public listener binds (default 0.0.0.0).
     #[arg(long = "bind-address")]
     bind_address: Option<IpAddr>,
+    /// Serve Prometheus metrics on this IP:PORT (`/metrics`).
+    #[arg(long = "metrics-addr")]
+    metrics_addr: Option<SocketAddr>,
     /// Log level: trace, debug, info, warn, error.
     #[arg(long = "log-level", default_value = "info")]
     log_level: String,
@@ -108,6 +111,9 @@ async fn stream_path(client: &Client, args: &ProxyArgs) -> Result<String> {
     }
     if let Some(ip) = args.bind_address {
         query.push(format!("bind_address={}", encode_key(&ip.to_string())));
+    }
+    if let Some(addr) = args.metrics_addr {
+        query.push(format!("metrics_addr={}", encode_key(&addr.to_string())));
     }
     Ok(if query.is_empty() {
         path

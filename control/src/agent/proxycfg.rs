@@ -14,7 +14,7 @@ use crate::config_entry::kind::SERVICE_INTENTIONS;
 use crate::server::ca::CaOpError;
 use crate::state::{ca::CA, config_topic, table, StateData, Topic};
 use crate::structs::{kind, status, NodeService};
-use mesh_proxy::{IntentionRule, ProxyConfig, PublicListener, Upstream};
+use mesh_proxy::{IntentionRule, Protocol, ProxyConfig, PublicListener, Upstream};
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -45,6 +45,9 @@ pub struct ProxyRequest {
     pub extra_upstreams: Vec<(String, SocketAddr)>,
     /// The IP the public listener binds, overriding the registration's.
     pub bind_address: Option<IpAddr>,
+    /// Where the proxy serves Prometheus metrics, overriding the
+    /// registration's `Proxy.Config.prometheus_bind_addr`.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Why no config can be computed.
@@ -96,6 +99,7 @@ struct Plan {
     upstreams: Vec<(String, SocketAddr)>,
     connect_timeout: Option<Duration>,
     handshake_timeout: Option<Duration>,
+    metrics_bind: Option<SocketAddr>,
 }
 
 impl Plan {
@@ -135,7 +139,7 @@ fn ip_field(v: &Value, field: &str, default: IpAddr) -> Result<IpAddr, String> {
 /// The plan a sidecar registration describes. Consul's built-in proxy
 /// settings in `Proxy.Config` (`bind_address`, `bind_port`,
 /// `local_service_address`, `local_connect_timeout_ms`,
-/// `handshake_timeout_ms`) are honoured.
+/// `handshake_timeout_ms`) and `prometheus_bind_addr` are honoured.
 fn sidecar_plan(svc: &NodeService, req: &ProxyRequest) -> Result<Plan, String> {
     if svc.kind != kind::CONNECT_PROXY {
         return Err(format!("its Kind is {:?}, not \"connect-proxy\"", svc.kind));
@@ -194,10 +198,19 @@ fn sidecar_plan(svc: &NodeService, req: &ProxyRequest) -> Result<Plan, String> {
         public: Some(PublicListener {
             bind: SocketAddr::new(bind_ip, bind_port),
             local_app,
+            protocol: Protocol::Tcp,
         }),
         upstreams,
         connect_timeout: millis(config, "local_connect_timeout_ms"),
         handshake_timeout: millis(config, "handshake_timeout_ms"),
+        metrics_bind: match (req.metrics_addr, config["prometheus_bind_addr"].as_str()) {
+            (Some(addr), _) => Some(addr),
+            (None, None) => None,
+            (None, Some(a)) => Some(
+                a.parse()
+                    .map_err(|_| format!("prometheus_bind_addr {a:?} is not IP:PORT"))?,
+            ),
+        },
     })
 }
 
@@ -216,6 +229,7 @@ fn intention_rules(d: &StateData, service: &str) -> Vec<IntentionRule> {
             source: i.source_name,
             allow: i.action == Action::Allow,
             precedence: i.precedence,
+            permissions: Vec::new(),
         })
         .collect()
 }
@@ -256,6 +270,7 @@ impl ProxyConfigs {
                 upstreams: req.extra_upstreams.clone(),
                 connect_timeout: None,
                 handshake_timeout: None,
+                metrics_bind: req.metrics_addr,
             }),
             ProxyTarget::Sidecar(id) => {
                 let svc = self
@@ -288,11 +303,7 @@ impl ProxyConfigs {
         let upstreams = plan
             .upstreams
             .iter()
-            .map(|(dest, bind)| Upstream {
-                destination: dest.clone(),
-                bind: *bind,
-                endpoints: healthy_endpoints(&store, dest),
-            })
+            .map(|(dest, bind)| Upstream::tcp(dest, *bind, healthy_endpoints(&store, dest)))
             .collect();
         Ok(ProxyConfig {
             version: 0,
@@ -312,6 +323,7 @@ impl ProxyConfigs {
             handshake_timeout: plan
                 .handshake_timeout
                 .unwrap_or(mesh_proxy::DEFAULT_HANDSHAKE_TIMEOUT),
+            metrics_bind: plan.metrics_bind,
             ..ProxyConfig::default()
         })
     }
@@ -415,6 +427,7 @@ mod tests {
                 .map(|(d, a)| (d.to_string(), a.parse().unwrap()))
                 .collect(),
             bind_address: None,
+            metrics_addr: None,
         }
     }
 
@@ -447,6 +460,7 @@ mod tests {
             "LocalServicePort": 8181,
             "Config": {"bind_address": "127.0.0.2", "bind_port": 20000,
                        "local_service_address": "10.0.0.9:8282",
+                       "prometheus_bind_addr": "127.0.0.1:9102",
                        "local_connect_timeout_ms": 250, "handshake_timeout_ms": 2000},
         }));
         let plan = sidecar_plan(&svc, &request(&[])).unwrap();
@@ -455,6 +469,7 @@ mod tests {
         assert_eq!(public.local_app, "10.0.0.9:8282".parse().unwrap());
         assert_eq!(plan.connect_timeout, Some(Duration::from_millis(250)));
         assert_eq!(plan.handshake_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(plan.metrics_bind, Some("127.0.0.1:9102".parse().unwrap()));
 
         let mut req = request(&[]);
         req.bind_address = Some("127.0.0.1".parse().unwrap());

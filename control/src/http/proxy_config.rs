@@ -3,8 +3,8 @@
 //!
 //! `GET /v1/agent/connect/proxy-config/:id` serves the sidecar registered as
 //! `id`; `GET /v1/agent/connect/proxy-config?service=NAME` a proxy with no
-//! registration. Both take `upstream=DEST:IP:PORT` (repeatable) and
-//! `bind_address=IP`. The response is newline-delimited JSON
+//! registration. Both take `upstream=DEST:IP:PORT` (repeatable),
+//! `bind_address=IP` and `metrics_addr=IP:PORT`. The response is newline-delimited JSON
 //! (`application/x-ndjson`): one [`mesh_proxy::ProxyConfig`] per line, the
 //! first at once and each new version as it is computed, with an empty line
 //! every [`HEARTBEAT`] so the proxy can tell a quiet agent from a dead one.
@@ -59,10 +59,18 @@ fn request(ctx: &Ctx, target: ProxyTarget) -> Result<ProxyRequest, ApiError> {
             ApiError::bad_request(format!("bind_address {a:?} is not an IP address"))
         })?),
     };
+    let metrics_addr = match ctx.params.get("metrics_addr").filter(|a| !a.is_empty()) {
+        None => None,
+        Some(a) => Some(
+            a.parse()
+                .map_err(|_| ApiError::bad_request(format!("metrics_addr {a:?} is not IP:PORT")))?,
+        ),
+    };
     Ok(ProxyRequest {
         target,
         extra_upstreams,
         bind_address,
+        metrics_addr,
     })
 }
 

@@ -152,11 +152,11 @@ async fn a_client_from_another_ca_is_refused() {
     // The rogue trusts the real root (so it accepts socat) but presents a
     // leaf of its own CA, in the same trust domain.
     let rogue = Proxy::start(ProxyConfig {
-        upstreams: vec![Upstream {
-            destination: "socat".into(),
-            bind: any_port(),
-            endpoints: vec![mesh.socat_public()],
-        }],
+        upstreams: vec![Upstream::tcp(
+            "socat",
+            any_port(),
+            vec![mesh.socat_public()],
+        )],
         ..config(
             &mesh.ca,
             "web",
@@ -248,11 +248,11 @@ async fn a_valid_leaf_for_the_wrong_service_is_refused() {
     // web's "socat" upstream now points at the db sidecar.
     mesh.web
         .update(ProxyConfig {
-            upstreams: vec![Upstream {
-                destination: "socat".into(),
-                bind: any_port(),
-                endpoints: vec![db.public_addr().unwrap()],
-            }],
+            upstreams: vec![Upstream::tcp(
+                "socat",
+                any_port(),
+                vec![db.public_addr().unwrap()],
+            )],
             ..Mesh::next(&mesh.web)
         })
         .await
@@ -276,11 +276,11 @@ async fn a_down_endpoint_is_skipped() {
     let down = closed_port().await;
     mesh.web
         .update(ProxyConfig {
-            upstreams: vec![Upstream {
-                destination: "socat".into(),
-                bind: any_port(),
-                endpoints: vec![down, mesh.socat_public(), socat2.public_addr().unwrap()],
-            }],
+            upstreams: vec![Upstream::tcp(
+                "socat",
+                any_port(),
+                vec![down, mesh.socat_public(), socat2.public_addr().unwrap()],
+            )],
             ..Mesh::next(&mesh.web)
         })
         .await
@@ -300,11 +300,7 @@ async fn a_down_endpoint_is_skipped() {
     // With every endpoint down the connection is closed.
     mesh.web
         .update(ProxyConfig {
-            upstreams: vec![Upstream {
-                destination: "socat".into(),
-                bind: any_port(),
-                endpoints: vec![down],
-            }],
+            upstreams: vec![Upstream::tcp("socat", any_port(), vec![down])],
             ..Mesh::next(&mesh.web)
         })
         .await
@@ -408,11 +404,11 @@ async fn listeners_rebind_only_when_their_address_changes() {
         .await
         .unwrap();
     let mut config = Mesh::next(&mesh.web);
-    config.upstreams.push(Upstream {
-        destination: "db".into(),
-        bind: any_port(),
-        endpoints: vec![db.public_addr().unwrap()],
-    });
+    config.upstreams.push(Upstream::tcp(
+        "db",
+        any_port(),
+        vec![db.public_addr().unwrap()],
+    ));
     mesh.web.update(config).await.unwrap();
     assert_eq!(mesh.upstream(), upstream);
     let db_addr = mesh.web.upstream_addr("db").unwrap();

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use mesh_ca::{generate_csr, CaConfiguration, CaRoot, ConsulProvider, Provider, SpiffeId};
-use mesh_proxy::{IntentionRule, ProxyConfig, PublicListener, Upstream};
+use mesh_proxy::{IntentionRule, Protocol, ProxyConfig, PublicListener, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -99,6 +99,7 @@ pub fn sidecar(ca: &Ca, service: &str, app: SocketAddr) -> ProxyConfig {
         public_listener: Some(PublicListener {
             bind: any_port(),
             local_app: app,
+            protocol: Protocol::Tcp,
         }),
         ..config(ca, service, &ca.leaf(service), vec![ca.root_pem()])
     }
@@ -112,11 +113,7 @@ pub fn client(
     endpoints: Vec<SocketAddr>,
 ) -> ProxyConfig {
     ProxyConfig {
-        upstreams: vec![Upstream {
-            destination: destination.into(),
-            bind: any_port(),
-            endpoints,
-        }],
+        upstreams: vec![Upstream::tcp(destination, any_port(), endpoints)],
         ..config(ca, service, &ca.leaf(service), vec![ca.root_pem()])
     }
 }
@@ -126,6 +123,7 @@ pub fn rule(source: &str, allow: bool, precedence: i32) -> IntentionRule {
         source: source.into(),
         allow,
         precedence,
+        permissions: Vec::new(),
     }
 }
 
