@@ -10,6 +10,7 @@ pub mod agent;
 pub mod config_entry;
 pub mod dns;
 pub mod http;
+pub mod metrics;
 pub mod raft;
 pub mod server;
 pub mod state;

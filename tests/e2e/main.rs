@@ -11,6 +11,7 @@ mod dns;
 mod health;
 mod kv;
 mod mesh;
+mod metrics;
 mod mtls;
 mod persistence;
 mod proxy_config;

@@ -80,6 +80,8 @@ impl ApiState {
             }
             drop(out);
             let deadline = deadline.unwrap_or_else(Instant::now);
+            let _parked =
+                crate::metrics::InFlight::new(&crate::metrics::global().blocking_queries_parked);
             tokio::select! {
                 _ = watch.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => {}

@@ -14,6 +14,7 @@ mod health;
 mod intentions;
 mod internal;
 mod kv;
+mod metrics;
 mod proxy_config;
 mod query;
 mod session;
@@ -161,7 +162,9 @@ pub fn router(state: ApiState) -> Router {
         .merge(session::routes())
         .merge(status::routes())
         .merge(txn::routes())
+        .merge(metrics::routes())
         .fallback(|| async { ApiError::not_found("Not found") })
+        .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
 

@@ -104,9 +104,10 @@ async fn stream(api: ApiState, req: ProxyRequest) -> Result<Response, ApiError> 
     let head = line(&first);
     api.proxies.follow(req, first, tx);
     let heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    let open = crate::metrics::InFlight::new(&crate::metrics::global().proxy_config_streams);
     let lines = futures_util::stream::unfold(
-        (Some(head), rx, heartbeat),
-        |(head, mut rx, mut heartbeat)| async move {
+        (Some(head), rx, heartbeat, open),
+        |(head, mut rx, mut heartbeat, open)| async move {
             let next = match head {
                 Some(head) => head,
                 None => tokio::select! {
@@ -114,7 +115,7 @@ async fn stream(api: ApiState, req: ProxyRequest) -> Result<Response, ApiError> 
                     _ = heartbeat.tick() => Bytes::from_static(b"\n"),
                 },
             };
-            Some((Ok::<_, Infallible>(next), (None, rx, heartbeat)))
+            Some((Ok::<_, Infallible>(next), (None, rx, heartbeat, open)))
         },
     );
     Ok((

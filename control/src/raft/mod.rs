@@ -55,6 +55,15 @@ pub struct RaftConfig {
     pub snapshot_threshold: u64,
 }
 
+/// What [`RaftNode::status`] reports.
+#[derive(Debug, Clone, Copy)]
+pub struct RaftStatus {
+    /// The index of the last applied entry.
+    pub applied_index: u64,
+    /// Whether this node leads.
+    pub is_leader: bool,
+}
+
 /// A running Raft node with its state store.
 #[derive(Clone)]
 pub struct RaftNode {
@@ -126,8 +135,12 @@ impl RaftNode {
     /// Proposes a command and waits until it is committed and applied.
     /// Returns the log index it was applied at and its result.
     pub async fn write(&self, cmd: Command) -> Result<(u64, CommandResult), RaftError> {
+        let started = std::time::Instant::now();
         match self.raft.client_write(cmd).await {
-            Ok(resp) => Ok((resp.log_id.index, resp.data)),
+            Ok(resp) => {
+                crate::metrics::global().on_raft_apply(started.elapsed());
+                Ok((resp.log_id.index, resp.data))
+            }
             Err(openraft::error::RaftError::APIError(
                 openraft::error::ClientWriteError::ForwardToLeader(_),
             )) => Err(RaftError::NoLeader),
@@ -143,6 +156,15 @@ impl RaftNode {
             .await
             .map(|_| ())
             .map_err(|_| RaftError::NoLeader)
+    }
+
+    /// This node's Raft progress, for metrics.
+    pub fn status(&self) -> RaftStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        RaftStatus {
+            applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            is_leader: metrics.current_leader == Some(self.node_id),
+        }
     }
 
     /// The leader's address, if one is known.
