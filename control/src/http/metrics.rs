@@ -114,13 +114,21 @@ fn parse_sample(line: &str) -> Option<(&str, Map<String, Value>, f64)> {
     Some((name, labels, value))
 }
 
+/// A histogram folded to Consul's sample summary.
+#[derive(Default)]
+struct Sample {
+    labels: Map<String, Value>,
+    count: f64,
+    sum: f64,
+}
+
 /// Consul's JSON metrics summary (`Gauges`, `Counters`, `Samples`) built
 /// from the Prometheus text: gauges and counters as they are, histograms as
 /// samples with their count, sum and mean. Names use dots, as Consul's do.
 fn summary(text: &str) -> Value {
     let mut types: BTreeMap<&str, &str> = BTreeMap::new();
     let (mut gauges, mut counters) = (Vec::new(), Vec::new());
-    let mut samples: BTreeMap<(String, String), (Map<String, Value>, f64, f64)> = BTreeMap::new();
+    let mut samples: BTreeMap<(String, String), Sample> = BTreeMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             if let Some((name, kind)) = rest.split_once(' ') {
@@ -150,21 +158,24 @@ fn summary(text: &str) -> Value {
             if let Some(base) = name.strip_suffix(suffix) {
                 labels.remove("le");
                 let key = (base.to_string(), Value::Object(labels.clone()).to_string());
-                let entry = samples.entry(key).or_insert((labels.clone(), 0.0, 0.0));
+                let entry = samples.entry(key).or_insert_with(|| Sample {
+                    labels: labels.clone(),
+                    ..Sample::default()
+                });
                 if is_sum {
-                    entry.2 = value;
+                    entry.sum = value;
                 } else {
-                    entry.1 = value;
+                    entry.count = value;
                 }
             }
         }
     }
     let samples: Vec<Value> = samples
         .into_iter()
-        .map(|((name, _), (labels, count, sum))| {
-            let mean = if count > 0.0 { sum / count } else { 0.0 };
-            json!({"Name": name.replace('_', "."), "Count": count, "Sum": sum, "Mean": mean,
-                "Labels": labels})
+        .map(|((name, _), s)| {
+            let mean = if s.count > 0.0 { s.sum / s.count } else { 0.0 };
+            json!({"Name": name.replace('_', "."), "Count": s.count, "Sum": s.sum, "Mean": mean,
+                "Labels": s.labels})
         })
         .collect();
     json!({
