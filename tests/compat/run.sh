@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compatibility suite: drives a real mesh agent with real clients (curl, dig,
-# py-consul under pytest, and the Connect walk-through with socat and nc).
+# py-consul under pytest, the Connect walk-through with socat and nc, and
+# Prometheus scraping mesh's metrics).
 #
 #   tests/compat/run.sh [path/to/mesh]     (default: target/debug/mesh)
 #
@@ -179,6 +180,9 @@ bash "$HERE/dns_http.sh" || failed=1
 
 echo "compat: the Connect walk-through with socat and nc"
 bash "$HERE/walkthrough.sh" "$MESH" || failed=1
+
+echo "compat: Prometheus discovers and scrapes mesh's metrics"
+bash "$HERE/prometheus.sh" "$MESH" || failed=1
 
 echo "compat: py-consul tests"
 cd "$HERE"

@@ -15,6 +15,7 @@ mod intentions;
 mod internal;
 mod kv;
 mod metrics;
+mod prometheus_sd;
 mod proxy_config;
 mod query;
 mod session;
@@ -163,6 +164,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(status::routes())
         .merge(txn::routes())
         .merge(metrics::routes())
+        .merge(prometheus_sd::routes())
         .fallback(|| async { ApiError::not_found("Not found") })
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)

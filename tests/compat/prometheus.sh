@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Prometheus (Debian's 2.42) discovers mesh's metrics endpoints through the
+# agent and scrapes them; the test then reads the series back through
+# Prometheus's HTTP API.
+#
+#   tests/compat/prometheus.sh path/to/mesh
+#
+# Debian builds Prometheus 2.42 without Consul service discovery (its
+# changelog: "Disable Consul SD until its Debian package is back in shape"),
+# so `consul_sd_configs` cannot be loaded. Prometheus discovers through
+# `http_sd_configs` pointed at the agent's /v1/agent/prometheus-sd instead,
+# which labels targets exactly as consul_sd does: the relabelling below is the
+# one a consul_sd_configs job would use.
+#
+# Prints "prometheus: N passed, N failed" and exits non-zero on any failure.
+set -euo pipefail
+
+MESH=${1:?usage: prometheus.sh path/to/mesh}
+[[ "$MESH" == /* ]] || MESH="$PWD/$MESH"
+DEADLINE=60
+
+if ! command -v prometheus >/dev/null 2>&1; then
+    [[ $(id -u) == 0 ]] || { echo "prometheus: install Debian's prometheus package" >&2; exit 1; }
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends prometheus
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/mesh-prom.XXXXXX")
+PIDS=()
+cleanup() {
+    local rc=$?
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if [[ $rc != 0 ]]; then
+        for f in "$WORK"/*.log; do echo "--- $f" >&2; tail -n 20 "$f" >&2 || true; done
+    fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_for() {
+    local what=$1
+    shift
+    local end=$((SECONDS + DEADLINE))
+    until "$@"; do
+        ((SECONDS < end)) || { echo "prometheus: timed out waiting for $what" >&2; exit 1; }
+        sleep 0.5
+    done
+}
+passed=0
+ok() { passed=$((passed + 1)); echo "  ok   $1"; }
+
+"$MESH" agent -dev -http-port=0 -dns-port=0 >"$WORK/agent.out" 2>"$WORK/agent.log" &
+PIDS+=($!)
+http_port() { sed -n 's/.*Client Addr: .*(HTTP: \([0-9]*\),.*/\1/p' "$WORK/agent.out" | head -n 1; }
+agent_up() { [[ -n "$(http_port)" ]]; }
+wait_for "the agent" agent_up
+HTTP_PORT=$(http_port)
+HTTP="http://127.0.0.1:$HTTP_PORT"
+export CONSUL_HTTP_ADDR="127.0.0.1:$HTTP_PORT"
+
+# The agent's own metrics endpoint, registered like any metrics target.
+curl -sf -X PUT "$HTTP/v1/agent/service/register" -d "{
+  \"Name\": \"mesh-agent\", \"Address\": \"127.0.0.1\", \"Port\": $HTTP_PORT,
+  \"Meta\": {\"metrics_port\": \"$HTTP_PORT\", \"metrics_path\": \"/v1/agent/metrics\",
+             \"metrics_format\": \"prometheus\"}}" >/dev/null
+
+PROM_PORT=$(free_port)
+cat >"$WORK/prometheus.yml" <<YAML
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: mesh
+    http_sd_configs:
+      - url: $HTTP/v1/agent/prometheus-sd
+        refresh_interval: 1s
+    relabel_configs:
+      # Only instances that say where their metrics are.
+      - source_labels: [__meta_consul_service_metadata_metrics_port]
+        regex: .+
+        action: keep
+      - source_labels: [__meta_consul_address, __meta_consul_service_metadata_metrics_port]
+        separator: ":"
+        target_label: __address__
+      - source_labels: [__meta_consul_service_metadata_metrics_path]
+        regex: (.+)
+        target_label: __metrics_path__
+      - source_labels: [__meta_consul_service_metadata_metrics_format]
+        regex: (.+)
+        target_label: __param_format
+      - source_labels: [__meta_consul_service]
+        target_label: service
+YAML
+promtool check config "$WORK/prometheus.yml" >/dev/null
+prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/data" \
+    --web.listen-address="127.0.0.1:$PROM_PORT" >"$WORK/prometheus.log" 2>&1 &
+PIDS+=($!)
+PROM="http://127.0.0.1:$PROM_PORT"
+
+# query PROMQL: prints the first result's value, or nothing.
+query() {
+    curl -sf --max-time 5 -G "$PROM/api/v1/query" --data-urlencode "query=$1" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)["data"]["result"]
+print(r[0]["value"][1] if r else "")' 2>/dev/null || true
+}
+# at_least PROMQL N: the query returns a value >= N.
+at_least() {
+    local v
+    v=$(query "$1")
+    [[ -n "$v" ]] && python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)' "$v" "$2"
+}
+
+wait_for "Prometheus to scrape the agent" at_least 'up{service="mesh-agent"}' 1
+ok "Prometheus discovers the agent through /v1/agent/prometheus-sd and scrapes it"
+
+curl -sf -X PUT "$HTTP/v1/kv/compat/prom" -d hello >/dev/null
+wait_for "the agent's Raft counter" at_least 'mesh_raft_applies_total{service="mesh-agent"}' 1
+wait_for "the agent's KV PUT counter" at_least \
+    'mesh_http_requests_total{service="mesh-agent",method="PUT",path="/v1/kv/{*key}"}' 1
+ok "mesh_raft_applies_total and mesh_http_requests_total read back through Prometheus's API"
+
+echo "prometheus: $passed passed, 0 failed"
