@@ -374,11 +374,19 @@ pub async fn round_trip(addr: &str, msg: &[u8]) -> Option<Vec<u8>> {
 /// Registers `id` of service `name` on `echo`, with a sidecar on a free
 /// port, and starts that sidecar; returns it and its public listener.
 pub async fn instance(a: &Agent, name: &str, id: &str, echo: SocketAddr) -> (MeshProcess, String) {
+    let reg = serde_json::json!({"name": name, "id": id, "port": echo.port()});
+    instance_of(a, reg).await
+}
+
+/// Registers the service instance `reg` (a JSON registration with `id`)
+/// with a sidecar on a free port, and starts that sidecar; returns it and
+/// its public listener.
+pub async fn instance_of(a: &Agent, mut reg: Value) -> (MeshProcess, String) {
     let port = free_port();
-    let reg = serde_json::json!({"name": name, "id": id, "port": echo.port(),
-        "connect": {"sidecar_service": {"port": port}}});
+    reg["connect"] = serde_json::json!({"sidecar_service": {"port": port}});
     a.put_ok("/v1/agent/service/register", &reg.to_string())
         .await;
+    let id = reg["id"].as_str().expect("the registration has an id");
     let p = MeshProcess::spawn(
         a,
         &["proxy", "-sidecar-for", id, "-bind-address", "127.0.0.1"],
