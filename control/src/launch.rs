@@ -129,7 +129,10 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
         proxies: crate::agent::proxycfg::ProxyConfigs::new(agent.clone(), leaves.clone()),
         leaves,
     });
-    let mut tasks = vec![tokio::spawn(ca.run())];
+    let mut tasks = vec![
+        tokio::spawn(ca.run()),
+        tokio::spawn(crate::server::tombstone_gc::run(node.clone())),
+    ];
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app).await {
             tracing::error!(error = %e, "HTTP server stopped");

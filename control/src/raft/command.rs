@@ -94,6 +94,11 @@ pub enum Command {
     },
     /// A legacy ID-based intention write.
     IntentionLegacy(LegacyIntentionOp),
+    /// Removes KV tombstones whose deletion index is at most `up_to`.
+    KvReapTombstones {
+        /// The highest deletion index reaped.
+        up_to: u64,
+    },
 }
 
 /// What applying a command returned.
@@ -168,6 +173,46 @@ impl Command {
                 CommandResult::Done
             }
             Command::IntentionLegacy(op) => done(data.intention_legacy(index, op, changes)),
+            Command::KvReapTombstones { up_to } => {
+                data.tombstones.retain(|_, deleted_at| *deleted_at > *up_to);
+                CommandResult::Done
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::structs::DirEntry;
+
+    fn kv(op: KvOp, key: &str) -> Command {
+        Command::Kv {
+            op,
+            entry: DirEntry {
+                key: key.into(),
+                ..DirEntry::default()
+            },
+            now_ms: 0,
+        }
+    }
+
+    #[test]
+    fn reaping_removes_old_tombstones_and_never_moves_an_index_back() {
+        let mut data = StateData::default();
+        let mut changes = Changes::default();
+        kv(KvOp::Set, "a/1").apply(1, &mut data, &mut changes);
+        kv(KvOp::Set, "b/1").apply(2, &mut data, &mut changes);
+        kv(KvOp::Delete, "a/1").apply(3, &mut data, &mut changes);
+        kv(KvOp::Delete, "b/1").apply(4, &mut data, &mut changes);
+        assert_eq!(data.kv_list("a/").0, 3, "the tombstone's index");
+
+        Command::KvReapTombstones { up_to: 3 }.apply(5, &mut data, &mut changes);
+        assert!(!data.tombstones.contains_key("a/1"));
+        assert!(data.tombstones.contains_key("b/1"), "newer than up_to");
+        assert!(
+            data.kv_list("a/").0 >= 3,
+            "the prefix index does not go back"
+        );
     }
 }

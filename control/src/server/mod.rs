@@ -1,7 +1,8 @@
-//! Leader duties: work only the Raft leader does, such as expiring sessions
-//! and running the CA.
+//! Leader duties: work only the Raft leader does, such as expiring sessions,
+//! running the CA and reaping KV tombstones.
 
 pub mod ca;
 mod session_ttl;
+pub mod tombstone_gc;
 
 pub use session_ttl::SessionTimers;
