@@ -470,31 +470,32 @@ impl Agent {
     /// Updates a TTL check (`/v1/agent/check/pass|warn|fail|update`) and
     /// restarts its TTL.
     pub async fn update_ttl(&self, id: &str, status: &str, output: &str) -> Result<(), AgentError> {
-        let ttl = {
-            let local = self.local();
+        let output = checks::truncate_output(output, definition::DEFAULT_OUTPUT_MAX_SIZE);
+        let changed = {
+            // One critical section from "the check exists" to "its timer is
+            // installed": a concurrent deregistration either comes first
+            // (NotFound here) or after (and stops this timer).
+            let mut local = self.local();
             let Some(c) = local.checks.get(id) else {
                 return Err(AgentError::NotFound(format!("Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name.")));
             };
-            match c.kind {
-                CheckKind::Ttl(ttl) => ttl,
-                _ => {
-                    return Err(AgentError::Invalid(format!(
-                        "CheckID {id:?} does not have associated TTL"
-                    )))
-                }
+            let CheckKind::Ttl(ttl) = c.kind else {
+                return Err(AgentError::Invalid(format!(
+                    "CheckID {id:?} does not have associated TTL"
+                )));
+            };
+            let changed = local.set_check_status(id, status, &output);
+            let handle = checks::spawn_ttl(self.me.clone(), id.to_string(), ttl);
+            if let Some(old) = self
+                .runners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.to_string(), handle)
+            {
+                old.abort();
             }
+            changed
         };
-        let output = checks::truncate_output(output, definition::DEFAULT_OUTPUT_MAX_SIZE);
-        let changed = self.local().set_check_status(id, status, &output);
-        let handle = checks::spawn_ttl(self.me.clone(), id.to_string(), ttl);
-        if let Some(old) = self
-            .runners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), handle)
-        {
-            old.abort();
-        }
         if changed.is_some() {
             self.sync_changes().await.map_err(Self::sync_error)?;
         }
