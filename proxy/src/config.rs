@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::authz::Authorizer;
+use crate::balance::EndpointTable;
 use crate::chain::{Chain, Permission, Protocol};
+use crate::router::Router;
 use crate::ProxyError;
 
 /// How long a forwarded connection may carry no byte either way before it is
@@ -137,6 +140,13 @@ pub struct IntentionRule {
 // === impl Upstream ===
 
 impl Upstream {
+    /// The chain requests follow, when the upstream is served at L7: an
+    /// L7 protocol and a chain. Otherwise connections are forwarded as
+    /// bytes (L4).
+    pub fn l7_chain(&self) -> Option<&Chain> {
+        self.chain.as_ref().filter(|_| self.protocol.is_l7())
+    }
+
     /// An L4 upstream: connections to `bind` go to one of `endpoints`.
     pub fn tcp(
         destination: impl Into<String>,
@@ -253,11 +263,27 @@ impl ProxyConfig {
                 );
             }
         }
+        if let Some(metrics) = self.metrics_bind {
+            if metrics.port() != 0 && !binds.insert(metrics) {
+                return bad(
+                    "MetricsBind",
+                    &format!("{metrics} is used by another listener"),
+                );
+            }
+        }
         for (i, rule) in self.intentions.iter().enumerate() {
             if rule.source.is_empty() {
                 return bad(&format!("Intentions[{i}].Source"), "must not be empty");
             }
         }
+        // The L7 parts compile exactly as a running proxy compiles them.
+        let table = EndpointTable::default();
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            if let Some(chain) = upstream.l7_chain() {
+                Router::compile(chain, &format!("Upstreams[{i}].Chain"), &table)?;
+            }
+        }
+        Authorizer::new(&self.intentions, self.default_allow)?;
         Ok(())
     }
 

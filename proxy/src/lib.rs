@@ -33,14 +33,22 @@
 //! ```
 
 mod authz;
+mod balance;
 mod chain;
+mod client;
 mod config;
 mod error;
 mod forward;
+mod http;
 mod inbound;
+mod inbound_http;
 mod listener;
+mod matching;
+mod metrics;
 mod outbound;
+mod outbound_http;
 mod proxy;
+mod router;
 mod stats;
 mod tls;
 

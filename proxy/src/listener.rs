@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::proxy::Shared;
-use crate::{inbound, outbound, ProxyError};
+use crate::{inbound, metrics, outbound, ProxyError};
 
 /// Which listener of a config: the public one or an upstream's.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -20,6 +20,8 @@ pub(crate) enum ListenerKey {
     Public,
     /// The listener of the upstream to this destination.
     Upstream(String),
+    /// The Prometheus metrics listener.
+    Metrics,
 }
 
 /// A running accept loop. Dropping the handle stops the loop; connections
@@ -98,7 +100,7 @@ async fn accept_loop(
     kill: watch::Receiver<bool>,
     mut stopped: oneshot::Receiver<()>,
 ) {
-    // The round robin of an upstream listener.
+    // The round robin of an upstream listener (L4).
     let mut turn = 0usize;
     loop {
         let accepted = tokio::select! {
@@ -118,9 +120,21 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let guard = ConnectionGuard::new(shared.clone(), &key);
         let mut kill = kill.clone();
+        if key == ListenerKey::Metrics {
+            // Scrapes are not mesh traffic: not counted.
+            let metrics = shared.metrics.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = metrics::serve(stream, metrics) => {}
+                    _ = kill.wait_for(|killed| *killed) => {}
+                }
+            });
+            continue;
+        }
+        let guard = ConnectionGuard::new(shared.clone(), &key);
         match &key {
+            ListenerKey::Metrics => {}
             ListenerKey::Public => {
                 tokio::spawn(async move {
                     let shared = guard.shared.clone();
