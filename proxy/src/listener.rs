@@ -120,46 +120,43 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let mut kill = kill.clone();
-        if key == ListenerKey::Metrics {
-            // Scrapes are not mesh traffic: not counted.
-            let metrics = shared.metrics.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = metrics::serve(stream, metrics) => {}
-                    _ = kill.wait_for(|killed| *killed) => {}
-                }
-            });
-            continue;
-        }
-        let guard = ConnectionGuard::new(shared.clone(), &key);
         match &key {
-            ListenerKey::Metrics => {}
+            // Scrapes are not mesh traffic: not counted.
+            ListenerKey::Metrics => {
+                spawn_until_killed(&kill, metrics::serve(stream, shared.metrics.clone()));
+            }
             ListenerKey::Public => {
-                tokio::spawn(async move {
-                    let shared = guard.shared.clone();
-                    tokio::select! {
-                        () = inbound::serve(stream, peer, &shared) => {}
-                        _ = kill.wait_for(|killed| *killed) => debug!(%peer, "closed by proxy shutdown"),
-                    }
-                    drop(guard);
+                let guard = ConnectionGuard::new(shared.clone(), &key);
+                spawn_until_killed(&kill, async move {
+                    inbound::serve(stream, peer, &guard.shared).await;
                 });
             }
             ListenerKey::Upstream(destination) => {
+                let guard = ConnectionGuard::new(shared.clone(), &key);
                 let destination = destination.clone();
                 let this_turn = turn;
                 turn = turn.wrapping_add(1);
-                tokio::spawn(async move {
-                    let shared = guard.shared.clone();
-                    tokio::select! {
-                        () = outbound::serve(stream, peer, &destination, this_turn, &shared) => {}
-                        _ = kill.wait_for(|killed| *killed) => debug!(%peer, "closed by proxy shutdown"),
-                    }
-                    drop(guard);
+                spawn_until_killed(&kill, async move {
+                    outbound::serve(stream, peer, &destination, this_turn, &guard.shared).await;
                 });
             }
         }
     }
+}
+
+/// Runs `connection` until it ends or the proxy closes every connection
+/// (dropping it, and the guard it holds, then).
+fn spawn_until_killed<F>(kill: &watch::Receiver<bool>, connection: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut kill = kill.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = connection => {}
+            _ = kill.wait_for(|killed| *killed) => debug!("connection closed by proxy shutdown"),
+        }
+    });
 }
 
 /// Counts a connection from accept to close, in the stats and in the

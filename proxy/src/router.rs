@@ -143,7 +143,7 @@ impl Router {
                     .enumerate()
                     .map(|(i, other)| lookup(other, format!("{at}.Failover[{i}]")))
                     .collect::<Result<_, _>>()?;
-                Ok(CompiledTarget::new(id, target, failover, table, &at)?)
+                CompiledTarget::new(id, target, failover, table, &at)
             })
             .collect::<Result<_, ProxyError>>()?;
         let routes = chain
