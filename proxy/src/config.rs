@@ -482,6 +482,73 @@ mod tests {
     }
 
     #[test]
+    fn validate_checks_the_l7_parts() {
+        use crate::chain::{HttpMatch, Route, Split, Target};
+        let base: ProxyConfig = serde_json::from_value(minimal()).unwrap();
+        let field_of = |config: ProxyConfig| match config.validate() {
+            Err(ProxyError::InvalidConfig { field, .. }) => field,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        };
+        let bind: SocketAddr = "127.0.0.1:9191".parse().unwrap();
+        let chain = |path_regex: &str, target: &str| Chain {
+            routes: vec![Route {
+                r#match: HttpMatch {
+                    path_regex: Some(path_regex.into()),
+                    ..HttpMatch::default()
+                },
+                splits: vec![Split {
+                    weight: 10_000,
+                    target: target.into(),
+                    ..Split::default()
+                }],
+                ..Route::default()
+            }],
+            targets: [(
+                "api.default.dc1".to_string(),
+                Target {
+                    service: "api".into(),
+                    ..Target::default()
+                },
+            )]
+            .into(),
+        };
+        let upstream = |protocol, chain| Upstream {
+            protocol,
+            chain: Some(chain),
+            ..Upstream::tcp("api", bind, vec![])
+        };
+        let config = |upstream| ProxyConfig {
+            upstreams: vec![upstream],
+            ..base.clone()
+        };
+        config(upstream(Protocol::Http, chain("/a.*", "api.default.dc1")))
+            .validate()
+            .unwrap();
+        assert_eq!(
+            field_of(config(upstream(
+                Protocol::Http,
+                chain("(", "api.default.dc1")
+            ))),
+            "Upstreams[0].Chain.Routes[0].Match.PathRegex"
+        );
+        assert_eq!(
+            field_of(config(upstream(Protocol::Grpc, chain("/", "nowhere")))),
+            "Upstreams[0].Chain.Routes[0].Splits[0].Target"
+        );
+        // A tcp upstream ignores its chain.
+        config(upstream(Protocol::Tcp, chain("(", "nowhere")))
+            .validate()
+            .unwrap();
+
+        let config = ProxyConfig {
+            upstreams: vec![Upstream::tcp("api", bind, vec![])],
+            metrics_bind: Some(bind),
+            ..base
+        };
+        assert_eq!(field_of(config), "MetricsBind");
+    }
+
+    #[test]
     fn debug_hides_the_private_key() {
         let config = ProxyConfig {
             leaf_key_pem: "-----BEGIN PRIVATE KEY-----secret".into(),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::PathAndQuery;
 use hyper::Request;
 use rand::Rng;
 
@@ -236,7 +237,15 @@ impl CompiledRoute {
                 (running, compiled)
             })
             .collect();
-        let matcher = RequestMatcher::compile(&route.r#match.clone(), &format!("{at}.Match"))?;
+        let matcher = RequestMatcher::compile(&route.r#match, &format!("{at}.Match"))?;
+        if let Some(to) = &route.prefix_rewrite {
+            if to.parse::<PathAndQuery>().is_err() || to.contains('?') {
+                return Err(invalid(
+                    format!("{at}.PrefixRewrite"),
+                    format!("{to:?} is not a URL path"),
+                ));
+            }
+        }
         let rewrite = route.prefix_rewrite.as_ref().and_then(|to| {
             let from = match matcher.path()? {
                 PathMatch::Exact(path) => Rewrite::Exact(path.clone()),
