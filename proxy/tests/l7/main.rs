@@ -234,6 +234,19 @@ async fn a_retry_on_503_succeeds_on_another_endpoint() {
     }
     assert!(pair.bad.backend.hits() >= 1, "round robin never tried bad");
     assert_eq!(pair.good.backend.hits(), 4);
+
+    // A small body is kept and sent again.
+    for _ in 0..2 {
+        let post = Request::post(format!("http://{upstream}/orders"))
+            .body(Full::new(Bytes::from_static(b"{\"item\": 1}")))
+            .unwrap();
+        let reply = pair.app.send(post).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "good")
+        );
+    }
+    assert_eq!(pair.good.backend.hits(), 6);
     let metrics = web.metrics_text();
     let retries = sample(
         &metrics,
