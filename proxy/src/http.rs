@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 use tracing::debug;
 
 use crate::forward::{Activity, Tracked};
@@ -175,8 +176,14 @@ where
 
 /// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `io` with `handle` until
 /// the client closes, the connection breaks, or nothing moves for `idle`.
-pub(crate) async fn serve_connection<I, F, Fut>(io: I, idle: Duration, handle: F)
-where
+/// Once `draining` turns true the connection finishes the requests in
+/// flight and closes (HTTP/1.1 stops keep-alive, HTTP/2 sends GOAWAY).
+pub(crate) async fn serve_connection<I, F, Fut>(
+    io: I,
+    idle: Duration,
+    mut draining: watch::Receiver<bool>,
+    handle: F,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn(Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
@@ -192,14 +199,23 @@ where
     builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(error) = result {
-                debug!(%error, "HTTP connection ended with an error");
+    let mut drain_started = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    debug!(%error, "HTTP connection ended with an error");
+                }
+                return;
             }
-        }
-        () = activity.idle_for(idle) => {
-            debug!("HTTP connection closed: idle");
+            () = activity.idle_for(idle) => {
+                debug!("HTTP connection closed: idle");
+                return;
+            }
+            _ = draining.wait_for(|draining| *draining), if !drain_started => {
+                drain_started = true;
+                conn.as_mut().graceful_shutdown();
+            }
         }
     }
 }

@@ -28,7 +28,8 @@ where
 {
     let idle = shared.snapshot().config.idle_timeout;
     let source: Arc<str> = source.into();
-    serve_connection(io, idle, move |req| {
+    let draining = shared.draining.subscribe();
+    serve_connection(io, idle, draining, move |req| {
         handle(req, source.clone(), shared.clone())
     })
     .await;

@@ -123,7 +123,9 @@ async fn accept_loop(
         match &key {
             // Scrapes are not mesh traffic: not counted.
             ListenerKey::Metrics => {
-                spawn_until_killed(&kill, metrics::serve(stream, shared.metrics.clone()));
+                let serve =
+                    metrics::serve(stream, shared.metrics.clone(), shared.draining.subscribe());
+                spawn_until_killed(&kill, serve);
             }
             ListenerKey::Public => {
                 let guard = ConnectionGuard::new(shared.clone(), &key);

@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -335,8 +336,12 @@ impl Metrics {
 }
 
 /// Serves `/metrics` on one connection of the metrics listener.
-pub(crate) async fn serve(stream: TcpStream, metrics: Arc<Metrics>) {
-    serve_connection(stream, SCRAPE_IDLE, move |req| {
+pub(crate) async fn serve(
+    stream: TcpStream,
+    metrics: Arc<Metrics>,
+    draining: watch::Receiver<bool>,
+) {
+    serve_connection(stream, SCRAPE_IDLE, draining, move |req| {
         let response = scrape(&req, &metrics);
         async move { response }
     })

@@ -38,7 +38,8 @@ pub(crate) async fn serve(
 ) {
     let idle = shared.snapshot().config.idle_timeout;
     let destination: Arc<str> = destination.into();
-    serve_connection(stream, idle, move |req| {
+    let draining = shared.draining.subscribe();
+    serve_connection(stream, idle, draining, move |req| {
         handle(req, peer, destination.clone(), shared.clone())
     })
     .await;

@@ -48,6 +48,9 @@ pub(crate) struct Shared {
     pub(crate) endpoints: EndpointTable,
     /// How many connections are open, for draining.
     pub(crate) open: watch::Sender<usize>,
+    /// Turns true when the proxy shuts down: HTTP connections finish their
+    /// requests in flight and close.
+    pub(crate) draining: watch::Sender<bool>,
 }
 
 /// One config version, with everything derived from it.
@@ -231,6 +234,7 @@ impl Proxy {
             metrics,
             endpoints,
             open,
+            draining: watch::channel(false).0,
         });
         let (kill, _) = watch::channel(false);
         let mut listeners = HashMap::new();
@@ -348,13 +352,15 @@ impl Proxy {
     }
 
     /// Stops accepting, lets open connections finish for up to `drain`,
-    /// then closes the rest. Returns how many connections were still open
+    /// then closes the rest. HTTP connections finish the requests in flight
+    /// and close at once. Returns how many connections were still open
     /// when the drain time ran out.
     pub async fn shutdown(self, drain: Duration) -> usize {
         let listeners = std::mem::take(&mut *self.listeners.lock().await);
         for (_, handle) in listeners {
             handle.close().await;
         }
+        self.shared.draining.send_replace(true);
         let mut open = self.shared.open.subscribe();
         let drained = tokio::time::timeout(drain, open.wait_for(|n| *n == 0))
             .await

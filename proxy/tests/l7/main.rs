@@ -465,6 +465,23 @@ async fn a_config_update_switches_the_split_on_an_open_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    let mesh = TwoSubsets::start().await;
+    let web = web(&mesh.ca, mesh.split_chain(10_000)).await;
+    let mut conn = KeepAlive::open(web.upstream_addr("api").unwrap()).await;
+    assert_eq!(conn.get("/").await.body, "v1");
+    // Well within the drain time, nothing is left to cut.
+    let cut = step(web.shutdown(Duration::from_secs(60))).await.unwrap();
+    assert_eq!(cut, 0);
+    // The sidecar's side of the pooled mesh connection closes too.
+    let sidecar = mesh.v1.sidecar;
+    wait_until("the mesh connection was closed", || {
+        sidecar.open_connections() == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_and_denials_with_their_labels() {
     let mesh = TwoSubsets::start().await;
     l7_permissions(&mesh).await;
