@@ -478,6 +478,11 @@ fn leaf_never_outlives_its_root() {
         SystemTime::now(),
     );
     assert!(issued.valid_before <= root_end);
+    assert_eq!(
+        crate::cert_not_after(&issued.cert_pem).unwrap(),
+        issued.valid_before
+    );
+    assert!(crate::cert_not_after("no pem here").is_err());
     let (csr, _) = generate_csr(&service_id(&ca, "web")).unwrap();
     assert!(ca.sign(&csr, Duration::ZERO, SystemTime::now()).is_err());
     let too_late = root_end + HOUR;

@@ -414,6 +414,15 @@ pub fn peer_spiffe_id(certs: &[CertificateDer<'_>]) -> Result<SpiffeId, CaError>
     leaf_identity(leaf)
 }
 
+/// When the first certificate of `cert_chain_pem` (the leaf) stops being
+/// valid: its `notAfter`. Proxies export it as a metric.
+pub fn cert_not_after(cert_chain_pem: &str) -> Result<SystemTime, CaError> {
+    // Never empty: `parse_certs` refuses a document without a certificate.
+    let chain = util::parse_certs(cert_chain_pem)?;
+    let parsed = util::x509(chain[0].as_ref())?;
+    Ok(util::from_asn1(parsed.validity().not_after))
+}
+
 /// Verifies a PEM chain (leaf first, then intermediates) against `roots` at
 /// `now` for both server and client use, and returns the leaf's service
 /// SPIFFE ID. For checking a freshly issued or cached leaf outside a

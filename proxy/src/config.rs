@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::authz::Authorizer;
+use crate::balance::EndpointTable;
 use crate::chain::{Chain, Permission, Protocol};
+use crate::router::Router;
 use crate::ProxyError;
 
 /// How long a forwarded connection may carry no byte either way before it is
@@ -137,6 +140,13 @@ pub struct IntentionRule {
 // === impl Upstream ===
 
 impl Upstream {
+    /// The chain requests follow, when the upstream is served at L7: an
+    /// L7 protocol and a chain. Otherwise connections are forwarded as
+    /// bytes (L4).
+    pub fn l7_chain(&self) -> Option<&Chain> {
+        self.chain.as_ref().filter(|_| self.protocol.is_l7())
+    }
+
     /// An L4 upstream: connections to `bind` go to one of `endpoints`.
     pub fn tcp(
         destination: impl Into<String>,
@@ -253,11 +263,27 @@ impl ProxyConfig {
                 );
             }
         }
+        if let Some(metrics) = self.metrics_bind {
+            if metrics.port() != 0 && !binds.insert(metrics) {
+                return bad(
+                    "MetricsBind",
+                    &format!("{metrics} is used by another listener"),
+                );
+            }
+        }
         for (i, rule) in self.intentions.iter().enumerate() {
             if rule.source.is_empty() {
                 return bad(&format!("Intentions[{i}].Source"), "must not be empty");
             }
         }
+        // The L7 parts compile exactly as a running proxy compiles them.
+        let table = EndpointTable::default();
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            if let Some(chain) = upstream.l7_chain() {
+                Router::compile(chain, &format!("Upstreams[{i}].Chain"), &table)?;
+            }
+        }
+        Authorizer::new(&self.intentions, self.default_allow)?;
         Ok(())
     }
 
@@ -453,6 +479,73 @@ mod tests {
             ..base
         };
         assert_eq!(field_of(config), "Upstreams[1].Bind");
+    }
+
+    #[test]
+    fn validate_checks_the_l7_parts() {
+        use crate::chain::{HttpMatch, Route, Split, Target};
+        let base: ProxyConfig = serde_json::from_value(minimal()).unwrap();
+        let field_of = |config: ProxyConfig| match config.validate() {
+            Err(ProxyError::InvalidConfig { field, .. }) => field,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        };
+        let bind: SocketAddr = "127.0.0.1:9191".parse().unwrap();
+        let chain = |path_regex: &str, target: &str| Chain {
+            routes: vec![Route {
+                r#match: HttpMatch {
+                    path_regex: Some(path_regex.into()),
+                    ..HttpMatch::default()
+                },
+                splits: vec![Split {
+                    weight: 10_000,
+                    target: target.into(),
+                    ..Split::default()
+                }],
+                ..Route::default()
+            }],
+            targets: [(
+                "api.default.dc1".to_string(),
+                Target {
+                    service: "api".into(),
+                    ..Target::default()
+                },
+            )]
+            .into(),
+        };
+        let upstream = |protocol, chain| Upstream {
+            protocol,
+            chain: Some(chain),
+            ..Upstream::tcp("api", bind, vec![])
+        };
+        let config = |upstream| ProxyConfig {
+            upstreams: vec![upstream],
+            ..base.clone()
+        };
+        config(upstream(Protocol::Http, chain("/a.*", "api.default.dc1")))
+            .validate()
+            .unwrap();
+        assert_eq!(
+            field_of(config(upstream(
+                Protocol::Http,
+                chain("(", "api.default.dc1")
+            ))),
+            "Upstreams[0].Chain.Routes[0].Match.PathRegex"
+        );
+        assert_eq!(
+            field_of(config(upstream(Protocol::Grpc, chain("/", "nowhere")))),
+            "Upstreams[0].Chain.Routes[0].Splits[0].Target"
+        );
+        // A tcp upstream ignores its chain.
+        config(upstream(Protocol::Tcp, chain("(", "nowhere")))
+            .validate()
+            .unwrap();
+
+        let config = ProxyConfig {
+            upstreams: vec![Upstream::tcp("api", bind, vec![])],
+            metrics_bind: Some(bind),
+            ..base
+        };
+        assert_eq!(field_of(config), "MetricsBind");
     }
 
     #[test]

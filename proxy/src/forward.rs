@@ -34,38 +34,27 @@ where
     // Every byte of either direction is read from or written to `a`, so
     // watching `a` alone sees all activity.
     let activity = Activity::new();
-    let mut a = Tracked {
-        inner: a,
-        activity: activity.clone(),
-    };
-    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
-    tokio::pin!(copy);
-    loop {
-        let deadline = activity.last() + idle;
-        tokio::select! {
-            result = &mut copy => {
-                let (a_to_b, b_to_a) = result?;
-                return Ok(Outcome::Closed { a_to_b, b_to_a });
-            }
-            () = tokio::time::sleep_until(deadline) => {
-                if activity.last() + idle <= Instant::now() {
-                    return Ok(Outcome::Idle);
-                }
-            }
+    let mut a = Tracked::new(a, activity.clone());
+    tokio::select! {
+        result = tokio::io::copy_bidirectional(&mut a, &mut b) => {
+            let (a_to_b, b_to_a) = result?;
+            Ok(Outcome::Closed { a_to_b, b_to_a })
         }
+        () = activity.idle_for(idle) => Ok(Outcome::Idle),
     }
 }
 
 /// When bytes last moved, as milliseconds since a base instant: an atomic,
 /// so the watchdog reads it without a lock.
 #[derive(Clone)]
-struct Activity {
+pub(crate) struct Activity {
     base: Instant,
     last_ms: Arc<AtomicU64>,
 }
 
 impl Activity {
-    fn new() -> Self {
+    /// No activity yet: the idle time counts from now.
+    pub(crate) fn new() -> Self {
         Self {
             base: Instant::now(),
             last_ms: Arc::new(AtomicU64::new(0)),
@@ -80,12 +69,30 @@ impl Activity {
     fn last(&self) -> Instant {
         self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
+
+    /// Resolves once no byte has moved for `idle`.
+    pub(crate) async fn idle_for(&self, idle: Duration) {
+        loop {
+            let deadline = self.last() + idle;
+            tokio::time::sleep_until(deadline).await;
+            if self.last() + idle <= Instant::now() {
+                return;
+            }
+        }
+    }
 }
 
 /// A stream that records activity on every read or write that moves bytes.
-struct Tracked<S> {
+pub(crate) struct Tracked<S> {
     inner: S,
     activity: Activity,
+}
+
+impl<S> Tracked<S> {
+    /// `inner`, reporting to `activity`.
+    pub(crate) fn new(inner: S, activity: Activity) -> Self {
+        Self { inner, activity }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {

@@ -1,17 +1,22 @@
 //! The inbound path of the public listener: terminate mTLS → identify the
 //! peer → authorise by intentions → connect to the local app → forward.
+//! An L7 listener hands the identified connection to
+//! [`crate::inbound_http`] instead, which authorises each request.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 use crate::forward::{forward, Outcome};
+use crate::inbound_http;
+use crate::metrics::INBOUND;
 use crate::proxy::Shared;
 
 /// Serves one connection accepted on the public listener.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     let stats = &shared.stats.inbound;
     let snapshot = shared.snapshot();
     let handshake = snapshot.tls.acceptor.accept(stream);
@@ -19,11 +24,13 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) 
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             stats.on_failed();
+            shared.metrics.handshake_failures(INBOUND).inc();
             debug!(%peer, %error, "inbound TLS handshake refused");
             return;
         }
         Err(_) => {
             stats.on_failed();
+            shared.metrics.handshake_failures(INBOUND).inc();
             debug!(%peer, "inbound TLS handshake timed out");
             return;
         }
@@ -46,6 +53,18 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) 
     // Decide with the newest intentions: an update that landed during the
     // handshake already applies.
     let snapshot = shared.snapshot();
+    if snapshot
+        .config
+        .public_listener
+        .as_ref()
+        .is_some_and(|public| public.protocol.is_l7())
+    {
+        drop(snapshot);
+        stats.on_established();
+        debug!(source = source_service, %peer, "inbound HTTP connection established");
+        inbound_http::serve(tls, source_service.to_owned(), shared.clone()).await;
+        return;
+    }
     let decision = snapshot.authz.decide(source_service);
     if !decision.allow {
         stats.on_denied();
@@ -87,6 +106,9 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) 
     debug!(source = source_service, %peer, "inbound connection established");
     match forward(tls, app, idle_timeout).await {
         Ok(Outcome::Closed { a_to_b, b_to_a }) => {
+            let (request_bytes, response_bytes) = shared.metrics.bytes(INBOUND, "");
+            request_bytes.inc_by(a_to_b);
+            response_bytes.inc_by(b_to_a);
             debug!(%peer, bytes_in = a_to_b, bytes_out = b_to_a, "inbound connection closed");
         }
         Ok(Outcome::Idle) => debug!(%peer, "inbound connection closed: idle"),

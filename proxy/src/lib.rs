@@ -12,11 +12,25 @@
 //! - **Inbound** (the public listener, [`PublicListener`]): accept TCP →
 //!   terminate mTLS, requiring a client certificate that chains to the
 //!   roots (`mesh-ca`'s verifier) → read the peer's SPIFFE ID → authorise
-//!   it by [`IntentionRule`]s → connect to the local app → forward.
+//!   it by [`IntentionRule`]s → connect to the local app → forward. With an
+//!   L7 [`Protocol`] the listener parses HTTP/1.1 and HTTP/2 (ALPN) instead
+//!   and authorises each request, L7 [`Permission`]s included (403 `RBAC:
+//!   access denied`), forwarding allowed ones over pooled connections.
 //! - **Outbound** (one listener per [`Upstream`]): accept plain TCP from the
 //!   local app → pick a destination sidecar (round robin, failing over on
 //!   connect errors) → originate mTLS with the leaf, accepting only a server
-//!   whose SPIFFE ID names the destination → forward.
+//!   whose SPIFFE ID names the destination → forward. An upstream with an
+//!   L7 protocol and a [`Chain`] parses HTTP/1.1 and HTTP/2 (prior
+//!   knowledge, gRPC) instead and, per request, takes the first matching
+//!   [`Route`] → a weighted [`Split`] → its [`Target`] (or the target's
+//!   failover) → a load-balanced endpoint that outlier detection has not
+//!   ejected → a pooled mTLS connection verified against the target's
+//!   service, with retries, timeouts, prefix rewrite and header changes.
+//!
+//! Metrics (connections, requests, latency, retries, timeouts, bytes,
+//! denials, handshake failures, leaf expiry, config version) are
+//! prometheus-client metrics, served at `/metrics` on
+//! [`ProxyConfig::metrics_bind`]; [`ProxyStats`] reads the same counters.
 //!
 //! Forwarding copies both ways with half-close and closes idle connections.
 //!
@@ -33,14 +47,22 @@
 //! ```
 
 mod authz;
+mod balance;
 mod chain;
+mod client;
 mod config;
 mod error;
 mod forward;
+mod http;
 mod inbound;
+mod inbound_http;
 mod listener;
+mod matching;
+mod metrics;
 mod outbound;
+mod outbound_http;
 mod proxy;
+mod router;
 mod stats;
 mod tls;
 

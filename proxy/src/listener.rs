@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::proxy::Shared;
-use crate::{inbound, outbound, ProxyError};
+use crate::{inbound, metrics, outbound, ProxyError};
 
 /// Which listener of a config: the public one or an upstream's.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -20,6 +20,8 @@ pub(crate) enum ListenerKey {
     Public,
     /// The listener of the upstream to this destination.
     Upstream(String),
+    /// The Prometheus metrics listener.
+    Metrics,
 }
 
 /// A running accept loop. Dropping the handle stops the loop; connections
@@ -98,7 +100,7 @@ async fn accept_loop(
     kill: watch::Receiver<bool>,
     mut stopped: oneshot::Receiver<()>,
 ) {
-    // The round robin of an upstream listener.
+    // The round robin of an upstream listener (L4).
     let mut turn = 0usize;
     loop {
         let accepted = tokio::select! {
@@ -118,34 +120,45 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let guard = ConnectionGuard::new(shared.clone(), &key);
-        let mut kill = kill.clone();
         match &key {
+            // Scrapes are not mesh traffic: not counted.
+            ListenerKey::Metrics => {
+                let serve =
+                    metrics::serve(stream, shared.metrics.clone(), shared.draining.subscribe());
+                spawn_until_killed(&kill, serve);
+            }
             ListenerKey::Public => {
-                tokio::spawn(async move {
-                    let shared = guard.shared.clone();
-                    tokio::select! {
-                        () = inbound::serve(stream, peer, &shared) => {}
-                        _ = kill.wait_for(|killed| *killed) => debug!(%peer, "closed by proxy shutdown"),
-                    }
-                    drop(guard);
+                let guard = ConnectionGuard::new(shared.clone(), &key);
+                spawn_until_killed(&kill, async move {
+                    inbound::serve(stream, peer, &guard.shared).await;
                 });
             }
             ListenerKey::Upstream(destination) => {
+                let guard = ConnectionGuard::new(shared.clone(), &key);
                 let destination = destination.clone();
                 let this_turn = turn;
                 turn = turn.wrapping_add(1);
-                tokio::spawn(async move {
-                    let shared = guard.shared.clone();
-                    tokio::select! {
-                        () = outbound::serve(stream, peer, &destination, this_turn, &shared) => {}
-                        _ = kill.wait_for(|killed| *killed) => debug!(%peer, "closed by proxy shutdown"),
-                    }
-                    drop(guard);
+                spawn_until_killed(&kill, async move {
+                    outbound::serve(stream, peer, &destination, this_turn, &guard.shared).await;
                 });
             }
         }
     }
+}
+
+/// Runs `connection` until it ends or the proxy closes every connection
+/// (dropping it, and the guard it holds, then).
+fn spawn_until_killed<F>(kill: &watch::Receiver<bool>, connection: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut kill = kill.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = connection => {}
+            _ = kill.wait_for(|killed| *killed) => debug!("connection closed by proxy shutdown"),
+        }
+    });
 }
 
 /// Counts a connection from accept to close, in the stats and in the

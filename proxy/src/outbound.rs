@@ -1,8 +1,10 @@
 //! The outbound path of an upstream listener: pick an endpoint (round robin,
 //! failing over on connect errors) → originate mTLS that must reach the
-//! destination's identity → forward.
+//! destination's identity → forward. An L7 upstream hands the connection
+//! to [`crate::outbound_http`] instead, which routes each request.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -10,6 +12,8 @@ use tokio::time::timeout;
 use tracing::{debug, warn};
 
 use crate::forward::{forward, Outcome};
+use crate::metrics::OUTBOUND;
+use crate::outbound_http;
 use crate::proxy::Shared;
 
 /// Serves one connection from the local app on `destination`'s listener.
@@ -19,10 +23,17 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     destination: &str,
     turn: usize,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) {
     let stats = &shared.stats.outbound;
     let snapshot = shared.snapshot();
+    if snapshot.routers.contains_key(destination) {
+        drop(snapshot);
+        stats.on_established();
+        debug!(destination, %peer, "outbound HTTP connection established");
+        outbound_http::serve(stream, peer, destination.to_owned(), shared.clone()).await;
+        return;
+    }
     let (Some(upstream), Some(tls)) = (
         snapshot.config.upstream(destination),
         snapshot.tls.upstreams.get(destination),
@@ -55,11 +66,13 @@ pub(crate) async fn serve(
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             stats.on_failed();
+            shared.metrics.handshake_failures(OUTBOUND).inc();
             warn!(destination, %endpoint, %error, "upstream TLS handshake failed");
             return;
         }
         Err(_) => {
             stats.on_failed();
+            shared.metrics.handshake_failures(OUTBOUND).inc();
             warn!(destination, %endpoint, "upstream TLS handshake timed out");
             return;
         }
@@ -68,6 +81,9 @@ pub(crate) async fn serve(
     debug!(destination, %endpoint, %peer, "outbound connection established");
     match forward(stream, tls, idle_timeout).await {
         Ok(Outcome::Closed { a_to_b, b_to_a }) => {
+            let (request_bytes, response_bytes) = shared.metrics.bytes(OUTBOUND, destination);
+            request_bytes.inc_by(a_to_b);
+            response_bytes.inc_by(b_to_a);
             debug!(
                 destination,
                 bytes_out = a_to_b,

@@ -12,7 +12,12 @@ use tokio::sync::{watch, Mutex};
 use tracing::info;
 
 use crate::authz::Authorizer;
+use crate::balance::EndpointTable;
+use crate::chain::Protocol;
+use crate::client::{app_client, mesh_client, AppClient, MeshClient, MeshConnector};
 use crate::listener::{self, ListenerHandle, ListenerKey};
+use crate::metrics::{Metrics, OUTBOUND};
+use crate::router::Router;
 use crate::tls::TlsMaterial;
 use crate::{ProxyConfig, ProxyError, ProxyStats};
 
@@ -37,8 +42,15 @@ pub struct Proxy {
 pub(crate) struct Shared {
     current: ArcSwap<Snapshot>,
     pub(crate) stats: Arc<ProxyStats>,
+    /// The metrics registry; `stats` is part of it.
+    pub(crate) metrics: Arc<Metrics>,
+    /// The live state of L7 endpoints, across config versions.
+    pub(crate) endpoints: EndpointTable,
     /// How many connections are open, for draining.
     pub(crate) open: watch::Sender<usize>,
+    /// Turns true when the proxy shuts down: HTTP connections finish their
+    /// requests in flight and close.
+    pub(crate) draining: watch::Sender<bool>,
 }
 
 /// One config version, with everything derived from it.
@@ -46,19 +58,60 @@ pub(crate) struct Snapshot {
     pub(crate) config: Arc<ProxyConfig>,
     pub(crate) tls: TlsMaterial,
     pub(crate) authz: Authorizer,
+    /// The compiled chains of the L7 upstreams, by destination.
+    pub(crate) routers: HashMap<String, Router>,
+    /// The pooled HTTP clients this version uses.
+    pub(crate) clients: Clients,
+}
+
+/// The pooled HTTP clients of a config version. A new version takes over
+/// the previous version's pools when its identity and timeouts are the
+/// same, so config updates do not cost new connections.
+#[derive(Default)]
+pub(crate) struct Clients {
+    tls_key: u64,
+    /// By target service and connect timeout.
+    mesh: HashMap<(String, Duration), MeshClient>,
+    /// The local app's, with the protocol and connect timeout it was made
+    /// for.
+    app: Option<(Protocol, Duration, AppClient)>,
 }
 
 // === impl Snapshot ===
 
 impl Snapshot {
-    fn build(config: ProxyConfig) -> Result<Self, ProxyError> {
+    fn build(
+        config: ProxyConfig,
+        previous: Option<&Snapshot>,
+        endpoints: &EndpointTable,
+        metrics: &Metrics,
+    ) -> Result<Self, ProxyError> {
         config.validate()?;
         let tls = TlsMaterial::build(&config)?;
-        let authz = Authorizer::new(&config.intentions, config.default_allow);
+        let authz = Authorizer::new(&config.intentions, config.default_allow)?;
+        let mut routers = HashMap::new();
+        for (i, upstream) in config.upstreams.iter().enumerate() {
+            if let Some(chain) = upstream.l7_chain() {
+                let field = format!("Upstreams[{i}].Chain");
+                routers.insert(
+                    upstream.destination.clone(),
+                    Router::compile(chain, &field, endpoints)?,
+                );
+            }
+        }
+        let clients = Clients::build(
+            &config,
+            &tls,
+            &routers,
+            previous.map(|p| &p.clients),
+            metrics,
+        );
         Ok(Self {
             config: Arc::new(config),
             tls,
             authz,
+            routers,
+            clients,
         })
     }
 
@@ -74,7 +127,77 @@ impl Snapshot {
             .upstreams
             .iter()
             .map(|u| (ListenerKey::Upstream(u.destination.clone()), u.bind));
-        public.chain(upstreams).collect()
+        let metrics = config
+            .metrics_bind
+            .iter()
+            .map(|addr| (ListenerKey::Metrics, *addr));
+        public.chain(upstreams).chain(metrics).collect()
+    }
+}
+
+// === impl Clients ===
+
+impl Clients {
+    fn build(
+        config: &ProxyConfig,
+        tls: &TlsMaterial,
+        routers: &HashMap<String, Router>,
+        previous: Option<&Clients>,
+        metrics: &Metrics,
+    ) -> Self {
+        let reusable = previous.filter(|p| p.tls_key == tls.key);
+        let mut mesh = HashMap::new();
+        for target in routers.values().flat_map(Router::targets) {
+            let connect_timeout = target.connect_timeout.unwrap_or(config.connect_timeout);
+            let key = (target.service.clone(), connect_timeout);
+            if mesh.contains_key(&key) {
+                continue;
+            }
+            let reused = reusable.and_then(|p| p.mesh.get(&key).cloned());
+            let client = match (reused, tls.targets.get(&target.service)) {
+                (Some(client), _) => client,
+                (None, Some(upstream)) => mesh_client(MeshConnector {
+                    tls: upstream.connector.clone(),
+                    server_name: upstream.server_name.clone(),
+                    connect_timeout,
+                    handshake_timeout: config.handshake_timeout,
+                    handshake_failures: metrics.handshake_failures(OUTBOUND),
+                }),
+                // TLS material is built for every target service.
+                (None, None) => continue,
+            };
+            mesh.insert(key, client);
+        }
+        let app = config
+            .public_listener
+            .as_ref()
+            .filter(|public| public.protocol.is_l7())
+            .map(|public| {
+                let wanted = (public.protocol, config.connect_timeout);
+                let reused = previous
+                    .and_then(|p| p.app.as_ref())
+                    .filter(|(protocol, timeout, _)| (*protocol, *timeout) == wanted)
+                    .map(|(_, _, client)| client.clone());
+                let client = reused.unwrap_or_else(|| app_client(wanted.0, wanted.1));
+                (wanted.0, wanted.1, client)
+            });
+        Self {
+            tls_key: tls.key,
+            mesh,
+            app,
+        }
+    }
+
+    /// The pool of `service`'s sidecars with `connect_timeout`.
+    pub(crate) fn mesh(&self, service: &str, connect_timeout: Duration) -> Option<MeshClient> {
+        self.mesh
+            .get(&(service.to_owned(), connect_timeout))
+            .cloned()
+    }
+
+    /// The local app's pool, on an L7 public listener.
+    pub(crate) fn app(&self) -> Option<&AppClient> {
+        self.app.as_ref().map(|(_, _, client)| client)
     }
 }
 
@@ -96,7 +219,10 @@ impl Proxy {
     /// Listeners with port 0 get a free port; ask [`Proxy::public_addr`] and
     /// [`Proxy::upstream_addr`] which. Must be called inside a tokio runtime.
     pub async fn start(config: ProxyConfig) -> Result<Self, ProxyError> {
-        let snapshot = Snapshot::build(config)?;
+        let metrics = Arc::new(Metrics::new());
+        let endpoints = EndpointTable::default();
+        let snapshot = Snapshot::build(config, None, &endpoints, &metrics)?;
+        metrics.config_applied(&snapshot.config);
         let mut bound = HashMap::new();
         for (key, addr) in snapshot.wanted() {
             bound.insert(key, (addr, listener::bind(addr).await?));
@@ -104,8 +230,11 @@ impl Proxy {
         let (open, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             current: ArcSwap::from_pointee(snapshot),
-            stats: Arc::default(),
+            stats: metrics.stats.clone(),
+            metrics,
+            endpoints,
             open,
+            draining: watch::channel(false).0,
         });
         let (kill, _) = watch::channel(false);
         let mut listeners = HashMap::new();
@@ -156,7 +285,12 @@ impl Proxy {
                 offered: config.version,
             });
         }
-        let snapshot = Snapshot::build(config)?;
+        let snapshot = Snapshot::build(
+            config,
+            Some(&self.shared.snapshot()),
+            &self.shared.endpoints,
+            &self.shared.metrics,
+        )?;
         let wanted = snapshot.wanted();
 
         // Listeners to close: gone from the config, or moved.
@@ -197,6 +331,7 @@ impl Proxy {
         }
 
         let version = snapshot.config.version;
+        self.shared.metrics.config_applied(&snapshot.config);
         self.shared.current.store(Arc::new(snapshot));
         for (_, handle) in retired {
             handle.close().await;
@@ -217,13 +352,15 @@ impl Proxy {
     }
 
     /// Stops accepting, lets open connections finish for up to `drain`,
-    /// then closes the rest. Returns how many connections were still open
+    /// then closes the rest. HTTP connections finish the requests in flight
+    /// and close at once. Returns how many connections were still open
     /// when the drain time ran out.
     pub async fn shutdown(self, drain: Duration) -> usize {
         let listeners = std::mem::take(&mut *self.listeners.lock().await);
         for (_, handle) in listeners {
             handle.close().await;
         }
+        self.shared.draining.send_replace(true);
         let mut open = self.shared.open.subscribe();
         let drained = tokio::time::timeout(drain, open.wait_for(|n| *n == 0))
             .await
@@ -240,6 +377,16 @@ impl Proxy {
     /// The bound address of the public listener, if there is one.
     pub fn public_addr(&self) -> Option<SocketAddr> {
         self.addrs.load().get(&ListenerKey::Public).copied()
+    }
+
+    /// The bound address of the metrics listener, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.addrs.load().get(&ListenerKey::Metrics).copied()
+    }
+
+    /// The metrics in the text format `/metrics` serves (OpenMetrics).
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.encode()
     }
 
     /// The bound address of the upstream listener for `destination`.

@@ -1,8 +1,11 @@
 //! Connection counters, shared by every connection task of a proxy.
 //!
-//! Plain atomics for now; metrics export builds on them later.
+//! The counters are prometheus-client metrics registered in the proxy's
+//! registry ([`crate::metrics`]), so `/metrics` and [`ProxyStats`] read the
+//! same numbers.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// The counters of one proxy, by direction. Shared through an `Arc`
 /// ([`crate::Proxy::stats`]); reads are relaxed snapshots.
@@ -19,58 +22,77 @@ pub struct ProxyStats {
 /// still being set up is none of these yet).
 #[derive(Debug, Default)]
 pub struct DirectionStats {
-    accepted: AtomicU64,
-    established: AtomicU64,
-    denied: AtomicU64,
-    failed: AtomicU64,
-    active: AtomicU64,
+    accepted: Counter,
+    established: Counter,
+    denied: Counter,
+    failed: Counter,
+    active: Gauge,
 }
 
 impl DirectionStats {
+    /// Counters that are also the given registered metrics.
+    pub(crate) fn registered(
+        accepted: Counter,
+        established: Counter,
+        denied: Counter,
+        failed: Counter,
+        active: Gauge,
+    ) -> Self {
+        Self {
+            accepted,
+            established,
+            denied,
+            failed,
+            active,
+        }
+    }
+
     /// TCP connections accepted by a listener.
     pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
+        self.accepted.get()
     }
 
-    /// Connections that got as far as forwarding bytes.
+    /// Connections that got as far as forwarding bytes (or, on an HTTP
+    /// listener, serving requests).
     pub fn established(&self) -> u64 {
-        self.established.load(Ordering::Relaxed)
+        self.established.get()
     }
 
-    /// Connections refused by an intention (inbound only).
+    /// Connections refused by an intention (inbound, L4 only: an HTTP
+    /// listener denies requests, which `/metrics` counts).
     pub fn denied(&self) -> u64 {
-        self.denied.load(Ordering::Relaxed)
+        self.denied.get()
     }
 
     /// Connections that failed before forwarding: TLS handshake refused or
     /// timed out, no endpoint reachable, local app down.
     pub fn failed(&self) -> u64 {
-        self.failed.load(Ordering::Relaxed)
+        self.failed.get()
     }
 
     /// Connections open right now, from accept to close.
     pub fn active(&self) -> u64 {
-        self.active.load(Ordering::Relaxed)
+        u64::try_from(self.active.get()).unwrap_or(0)
     }
 
     pub(crate) fn on_accept(&self) {
-        self.accepted.fetch_add(1, Ordering::Relaxed);
-        self.active.fetch_add(1, Ordering::Relaxed);
+        self.accepted.inc();
+        self.active.inc();
     }
 
     pub(crate) fn on_close(&self) {
-        self.active.fetch_sub(1, Ordering::Relaxed);
+        self.active.dec();
     }
 
     pub(crate) fn on_established(&self) {
-        self.established.fetch_add(1, Ordering::Relaxed);
+        self.established.inc();
     }
 
     pub(crate) fn on_denied(&self) {
-        self.denied.fetch_add(1, Ordering::Relaxed);
+        self.denied.inc();
     }
 
     pub(crate) fn on_failed(&self) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.failed.inc();
     }
 }

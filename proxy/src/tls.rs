@@ -7,7 +7,9 @@
 //! (a new leaf needs them anyway), so a connection verifies against exactly
 //! the roots and presents exactly the leaf of the version it started under.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -26,6 +28,12 @@ pub(crate) struct TlsMaterial {
     pub(crate) acceptor: TlsAcceptor,
     /// Originates mTLS to each upstream, by destination.
     pub(crate) upstreams: HashMap<String, UpstreamTls>,
+    /// Originates mTLS with ALPN (`h2`, `http/1.1`) to each service an L7
+    /// chain targets, by service.
+    pub(crate) targets: HashMap<String, UpstreamTls>,
+    /// Equal for two versions with the same leaf, key, roots and identity
+    /// settings: their pooled connections are interchangeable.
+    pub(crate) key: u64,
 }
 
 /// How to open mTLS to one destination.
@@ -71,29 +79,64 @@ impl TlsMaterial {
         .map_err(cert_err("LeafCertPEM"))?;
         check_leaf(config, &roots)?;
 
-        let mut upstreams = HashMap::new();
-        for upstream in &config.upstreams {
-            let expected = ExpectedService::new(&config.trust_domain, &upstream.destination);
-            let client = mesh_ca::client_config(
+        let connector = |service: &str, alpn: bool| {
+            let expected = ExpectedService::new(&config.trust_domain, service);
+            let mut client = mesh_ca::client_config(
                 &config.leaf_cert_pem,
                 &config.leaf_key_pem,
                 roots.clone(),
                 expected,
             )
             .map_err(cert_err("LeafCertPEM"))?;
-            upstreams.insert(
-                upstream.destination.clone(),
-                UpstreamTls {
-                    connector: TlsConnector::from(Arc::new(client)),
-                    server_name: sni(&upstream.destination, config),
-                },
-            );
+            if alpn {
+                client.alpn_protocols = crate::client::alpn();
+            }
+            Ok::<_, ProxyError>(UpstreamTls {
+                connector: TlsConnector::from(Arc::new(client)),
+                server_name: sni(service, config),
+            })
+        };
+        let mut upstreams = HashMap::new();
+        let mut targets = HashMap::new();
+        for upstream in &config.upstreams {
+            let destination = &upstream.destination;
+            upstreams.insert(destination.clone(), connector(destination, false)?);
+            for target in upstream.l7_chain().iter().flat_map(|c| c.targets.values()) {
+                if !targets.contains_key(&target.service) {
+                    targets.insert(target.service.clone(), connector(&target.service, true)?);
+                }
+            }
+        }
+        let mut server = server;
+        if config
+            .public_listener
+            .as_ref()
+            .is_some_and(|public| public.protocol.is_l7())
+        {
+            server.alpn_protocols = crate::client::alpn();
         }
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(server)),
             upstreams,
+            targets,
+            key: identity_key(config),
         })
     }
+}
+
+/// A hash of everything a pooled upstream connection depends on.
+fn identity_key(config: &ProxyConfig) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (
+        &config.leaf_cert_pem,
+        &config.leaf_key_pem,
+        &config.roots_pem,
+        &config.trust_domain,
+        &config.datacenter,
+        config.handshake_timeout,
+    )
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The leaf must be this proxy's identity: a leaf for another service is an
