@@ -3,7 +3,8 @@
 
 use super::{Changes, StateData, StateError};
 use crate::config_entry::intentions::{
-    self, Action, Intention, LegacyIntention, LegacyIntentionOp, SourceIntention,
+    self, Action, Intention, IntentionPermission, LegacyIntention, LegacyIntentionOp,
+    SourceIntention,
 };
 use crate::config_entry::{kind, ConfigEntry};
 use crate::structs::RaftIndex;
@@ -97,19 +98,23 @@ impl StateData {
             .collect()
     }
 
-    /// Creates or replaces the intention `source` → `destination`.
+    /// Creates or replaces the intention `source` → `destination`: an
+    /// action, or (for L7) permissions.
+    #[allow(clippy::too_many_arguments)]
     pub fn intention_upsert(
         &mut self,
         index: u64,
         source: &str,
         destination: &str,
-        action: Action,
+        action: Option<Action>,
+        permissions: &[IntentionPermission],
         description: &str,
         changes: &mut Changes,
     ) -> Result<(), StateError> {
         let source = SourceIntention {
             name: source.to_string(),
             action,
+            permissions: permissions.to_vec(),
             description: description.to_string(),
             source_type: "consul".into(),
             precedence: intentions::precedence(source, destination),
@@ -142,7 +147,7 @@ impl StateData {
         entry.sources.push(source);
         entry.sources.sort_by(|a, b| a.name.cmp(&b.name));
         let body = serde_json::to_value(entry).map_err(|e| StateError::Invalid(e.to_string()))?;
-        let e = crate::config_entry::parse(body).map_err(StateError::Invalid)?;
+        let e = crate::config_entry::parse(body).map_err(|e| StateError::Invalid(e.to_string()))?;
         self.config_set(index, &e, None, changes);
         Ok(())
     }
