@@ -687,8 +687,10 @@ mod tests {
         d
     }
 
-    fn billing_upstream(
+    /// Web's upstream `dest`, with `service_defaults_of_web` written first.
+    fn web_upstream(
         d: &StateData,
+        dest: &str,
         service_defaults_of_web: Option<Value>,
     ) -> (Upstream, BTreeSet<String>) {
         let mut d = d.clone();
@@ -705,8 +707,15 @@ mod tests {
             trust_domain: "t.consul",
         };
         let mut targets = BTreeSet::new();
-        let u = ctx.upstream("billing", "127.0.0.1:9191".parse().unwrap(), &mut targets);
+        let u = ctx.upstream(dest, "127.0.0.1:9191".parse().unwrap(), &mut targets);
         (u, targets)
+    }
+
+    fn billing_upstream(
+        d: &StateData,
+        service_defaults_of_web: Option<Value>,
+    ) -> (Upstream, BTreeSet<String>) {
+        web_upstream(d, "billing", service_defaults_of_web)
     }
 
     #[test]
@@ -760,16 +769,7 @@ mod tests {
     fn a_tcp_upstream_follows_redirects_and_topics_cover_targets() {
         let d = billing_store(&[json!({"Kind": "service-resolver", "Name": "payments",
             "Redirect": {"Service": "billing"}})]);
-        let entries = ChainEntries::from_state(&d);
-        let ctx = UpstreamCtx {
-            store: &d,
-            entries: &entries,
-            service: "web",
-            datacenter: "dc1",
-            trust_domain: "t.consul",
-        };
-        let mut targets = BTreeSet::new();
-        let u = ctx.upstream("payments", "127.0.0.1:9191".parse().unwrap(), &mut targets);
+        let (u, targets) = web_upstream(&d, "payments", None);
         assert_eq!(u.protocol, Protocol::Tcp);
         assert!(u.chain.is_none());
         assert_eq!(u.endpoints.len(), 2);

@@ -146,6 +146,31 @@ pub struct SourceIntention {
     pub partition: String,
 }
 
+impl SourceIntention {
+    /// The intention from `name` to `destination`: an action, or (for L7)
+    /// permissions.
+    pub fn new(
+        name: &str,
+        destination: &str,
+        action: Option<Action>,
+        permissions: Vec<IntentionPermission>,
+        description: &str,
+    ) -> Self {
+        SourceIntention {
+            name: name.to_string(),
+            action,
+            permissions,
+            description: description.to_string(),
+            source_type: consul_type(),
+            precedence: precedence(name, destination),
+            legacy_id: String::new(),
+            legacy_meta: None,
+            namespace: String::new(),
+            partition: String::new(),
+        }
+    }
+}
+
 /// An intention as the legacy ID-based API writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LegacyIntention {
@@ -165,16 +190,15 @@ impl LegacyIntention {
     /// The source entry for this intention, carrying `id`.
     pub fn source_of(&self, id: &str) -> SourceIntention {
         SourceIntention {
-            name: self.source.clone(),
-            action: Some(self.action),
-            permissions: Vec::new(),
-            description: self.description.clone(),
-            source_type: consul_type(),
-            precedence: precedence(&self.source, &self.destination),
             legacy_id: id.to_string(),
             legacy_meta: self.meta.clone(),
-            namespace: String::new(),
-            partition: String::new(),
+            ..SourceIntention::new(
+                &self.source,
+                &self.destination,
+                Some(self.action),
+                Vec::new(),
+                &self.description,
+            )
         }
     }
 }

@@ -203,6 +203,24 @@ pub(crate) fn decode_value<T: DeserializeOwned>(value: Value) -> Result<T, Field
     })
 }
 
+/// Refuses a namespace or partition other than the default one: `scope`
+/// lists `(field, value)` pairs under `prefix`.
+pub(crate) fn check_default_scope(
+    prefix: &str,
+    scope: [(&str, &str); 2],
+) -> Result<(), FieldError> {
+    match scope
+        .into_iter()
+        .find(|(_, v)| !v.is_empty() && *v != "default")
+    {
+        Some((field, _)) => Err(FieldError::new(
+            http::join(prefix, field),
+            "only \"default\" is supported",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Checks the envelope every kind shares: `Meta` is a string map and
 /// `Namespace`/`Partition` name the default one.
 fn check_envelope(map: &Map<String, Value>) -> Result<(), FieldError> {

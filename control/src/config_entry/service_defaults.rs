@@ -8,7 +8,7 @@
 //! `PassiveHealthCheck`) are checked and stored, so an entry written for
 //! Consul is accepted as it is.
 
-use super::{FieldError, KindSpec, PROTOCOLS};
+use super::{check_default_scope, FieldError, KindSpec, PROTOCOLS};
 use crate::structs::ConsulDuration;
 use serde::{Deserialize, Serialize};
 
@@ -170,17 +170,13 @@ impl UpstreamConfig {
             }
             _ => {}
         }
-        for (sub, value) in [
-            ("Namespace", &self.namespace),
-            ("Partition", &self.partition),
-        ] {
-            if !value.is_empty() && value != "default" {
-                return Err(FieldError::new(
-                    format!("{field}.{sub}"),
-                    "only \"default\" is supported",
-                ));
-            }
-        }
+        check_default_scope(
+            field,
+            [
+                ("Namespace", &self.namespace),
+                ("Partition", &self.partition),
+            ],
+        )?;
         check_protocol(&format!("{field}.Protocol"), &self.protocol)?;
         self.mesh_gateway.check(&format!("{field}.MeshGateway"))?;
         match self.balance_outbound_connections.as_str() {

@@ -3,7 +3,7 @@
 //! another service or datacenter, failover targets, timeouts and the load
 //! balancing policy.
 
-use super::{FieldError, KindSpec};
+use super::{check_default_scope, FieldError, KindSpec};
 use crate::structs::ConsulDuration;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -59,17 +59,13 @@ impl TargetRef {
                 "cluster peering is not supported",
             ));
         }
-        for (sub, value) in [
-            ("Namespace", &self.namespace),
-            ("Partition", &self.partition),
-        ] {
-            if !value.is_empty() && value != "default" {
-                return Err(FieldError::new(
-                    format!("{field}.{sub}"),
-                    "only \"default\" is supported",
-                ));
-            }
-        }
+        check_default_scope(
+            field,
+            [
+                ("Namespace", &self.namespace),
+                ("Partition", &self.partition),
+            ],
+        )?;
         if !self.service_subset.is_empty()
             && (self.service.is_empty() || self.service == name)
             && !resolver.subsets.contains_key(&self.service_subset)

@@ -6,7 +6,7 @@
 use super::http::{
     check_header_pair, check_match, join, normalize_match, HeaderChanges, HttpMatch,
 };
-use super::{FieldError, KindSpec};
+use super::{check_default_scope, FieldError, KindSpec};
 use crate::structs::ConsulDuration;
 use serde::{Deserialize, Serialize};
 
@@ -178,17 +178,13 @@ impl KindSpec for ServiceRouter {
                     "cannot be used without configuring either PathExact or PathPrefix",
                 ));
             }
-            for (sub, value) in [
-                ("Namespace", &dest.namespace),
-                ("Partition", &dest.partition),
-            ] {
-                if !value.is_empty() && value != "default" {
-                    return Err(FieldError::new(
-                        join(&dest_field, sub),
-                        "only \"default\" is supported",
-                    ));
-                }
-            }
+            check_default_scope(
+                &dest_field,
+                [
+                    ("Namespace", &dest.namespace),
+                    ("Partition", &dest.partition),
+                ],
+            )?;
             if let Some(r) = dest
                 .retry_on
                 .iter()

@@ -5,7 +5,7 @@
 //! 0.01%); they must sum to 100.
 
 use super::http::{check_header_pair, HeaderChanges};
-use super::{FieldError, KindSpec};
+use super::{check_default_scope, FieldError, KindSpec};
 use serde::{Deserialize, Serialize, Serializer};
 
 /// A weight in hundredths of a percent (`12.5` → 1250), rounded as Consul
@@ -92,14 +92,10 @@ impl KindSpec for ServiceSplitter {
                     format!("{} is not between 0 and 100", s.weight),
                 ));
             }
-            for (sub, value) in [("Namespace", &s.namespace), ("Partition", &s.partition)] {
-                if !value.is_empty() && value != "default" {
-                    return Err(FieldError::new(
-                        format!("{field}.{sub}"),
-                        "only \"default\" is supported",
-                    ));
-                }
-            }
+            check_default_scope(
+                &field,
+                [("Namespace", &s.namespace), ("Partition", &s.partition)],
+            )?;
             let twin = self.splits[..i].iter().any(|o| {
                 o.service_or(name) == s.service_or(name) && o.service_subset == s.service_subset
             });

@@ -9,6 +9,14 @@ pub(crate) fn hcl(text: &str) -> Result<ConfigEntry, EntryError> {
     parse(crate::structs::hcl::from_str(text).expect("HCL parses"))
 }
 
+/// `base` with the fields of `extra` added (or replaced).
+fn merged(mut base: Value, extra: Value) -> Value {
+    if let (Value::Object(b), Value::Object(e)) = (&mut base, extra) {
+        b.extend(e);
+    }
+    base
+}
+
 /// The field an invalid JSON entry is refused for.
 fn refused(value: Value) -> String {
     match parse(value) {
@@ -102,11 +110,10 @@ fn service_defaults_protocol_and_upstream_defaults() {
     assert_eq!(snake.body["Meta"]["Owner_Team"], "a");
 
     let base = |extra: Value| {
-        let mut v = json!({"Kind": "service-defaults", "Name": "web"});
-        v.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        refused(v)
+        refused(merged(
+            json!({"Kind": "service-defaults", "Name": "web"}),
+            extra,
+        ))
     };
     assert_eq!(base(json!({"Protocol": "udp"})), "Protocol");
     assert_eq!(base(json!({"Protocoll": "http"})), "Protocoll");
@@ -184,14 +191,9 @@ fn service_resolver_subsets_redirect_failover_and_load_balancing() {
     assert_eq!(proxy.policy, mesh_proxy::LbPolicy::RingHash);
     assert!(proxy.hash_policies[1].source_ip);
 
-    let resolver = |extra: Value| {
-        let mut v = json!({"Kind": "service-resolver", "Name": "web",
-            "Subsets": {"v1": {"Filter": "Service.Meta.version == v1"}}});
-        v.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        refused(v)
-    };
+    let base = json!({"Kind": "service-resolver", "Name": "web",
+        "Subsets": {"v1": {"Filter": "Service.Meta.version == v1"}}});
+    let resolver = |extra: Value| refused(merged(base.clone(), extra));
     assert_eq!(
         resolver(json!({"Subsets": {"v1": {"Filter": "Service.Meta.version =="}}})),
         "Subsets[\"v1\"].Filter"

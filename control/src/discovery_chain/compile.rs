@@ -245,12 +245,8 @@ impl Compiler<'_> {
             next_node: next,
         });
         let node = Node {
-            r#type: NodeType::Router,
-            name: service.to_string(),
             routes,
-            splits: Vec::new(),
-            resolver: None,
-            load_balancer: None,
+            ..Node::new(NodeType::Router, service)
         };
         let key = node.key();
         self.nodes.insert(key.clone(), node);
@@ -281,17 +277,8 @@ impl Compiler<'_> {
         };
         // Recorded before recursing, so that a loop ends here and is
         // reported by `detect_loops`.
-        self.nodes.insert(
-            key.clone(),
-            Node {
-                r#type: NodeType::Splitter,
-                name: service.to_string(),
-                routes: Vec::new(),
-                splits: Vec::new(),
-                resolver: None,
-                load_balancer: None,
-            },
-        );
+        self.nodes
+            .insert(key.clone(), Node::new(NodeType::Splitter, service));
         let mut splits = Vec::with_capacity(splitter.splits.len());
         let mut hash_lb = None;
         for split in &splitter.splits {
@@ -391,10 +378,6 @@ impl Compiler<'_> {
         }
         self.record_target(&target, &resolver, connect_timeout);
         let mut node = Node {
-            r#type: NodeType::Resolver,
-            name: id.clone(),
-            routes: Vec::new(),
-            splits: Vec::new(),
             resolver: Some(ResolverNode {
                 default: resolver.is_default(),
                 connect_timeout: ConsulDuration(connect_timeout),
@@ -403,6 +386,7 @@ impl Compiler<'_> {
                 failover: None,
             }),
             load_balancer: resolver.load_balancer.clone(),
+            ..Node::new(NodeType::Resolver, &id)
         };
         let key = node.key();
         if for_failover {

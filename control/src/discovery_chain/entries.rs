@@ -41,7 +41,7 @@ pub struct ChainEntries {
 }
 
 /// The entries of `kind` in `d`, with `change` applied.
-fn entries_of<'a>(
+pub(super) fn entries_of<'a>(
     d: &'a StateData,
     kind: &str,
     change: Option<Change<'a>>,

@@ -159,6 +159,18 @@ pub struct Node {
 }
 
 impl Node {
+    /// An empty node of type `t` named `name`.
+    pub fn new(t: NodeType, name: &str) -> Self {
+        Node {
+            r#type: t,
+            name: name.to_string(),
+            routes: Vec::new(),
+            splits: Vec::new(),
+            resolver: None,
+            load_balancer: None,
+        }
+    }
+
     /// The node's key in [`CompiledChain::nodes`].
     pub fn key(&self) -> String {
         node_key(self.r#type, &self.name)

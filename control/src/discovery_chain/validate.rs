@@ -3,22 +3,18 @@
 //! compiled with the entry in place, and intentions with L7 permissions
 //! must still point at HTTP services.
 
+use super::entries::entries_of;
 use super::{compile, ChainEntries, ChainError, Change, CompileRequest};
 use crate::config_entry::intentions::has_permissions;
 use crate::config_entry::intentions::WILDCARD;
-use crate::config_entry::{is_http_like, kind, ConfigEntry};
+use crate::config_entry::{is_http_like, kind};
 use crate::state::StateData;
 use std::collections::BTreeSet;
 
 /// The destinations of the `service-intentions` entries with L7
 /// permissions, as they would be after `change`.
 fn l7_destinations(d: &StateData, change: Change<'_>) -> BTreeSet<String> {
-    let mut entries: Vec<&ConfigEntry> = d.config_list(kind::SERVICE_INTENTIONS);
-    if change.kind == kind::SERVICE_INTENTIONS {
-        entries.retain(|e| e.name != change.name);
-        entries.extend(change.entry);
-    }
-    entries
+    entries_of(d, kind::SERVICE_INTENTIONS, Some(change))
         .into_iter()
         .filter(|e| e.name != WILDCARD && has_permissions(e))
         .map(|e| e.name.clone())

@@ -4,7 +4,7 @@
 use super::{Api, ApiError, ApiState, Ctx};
 use crate::config_entry::intentions::{
     decide, sort_by_precedence, Action, Intention, IntentionPermission, LegacyIntention,
-    LegacyIntentionOp, ServiceIntentions, SourceIntention, WILDCARD,
+    LegacyIntentionOp, SourceIntention, WILDCARD,
 };
 use crate::config_entry::kind::SERVICE_INTENTIONS;
 use crate::raft::Command;
@@ -113,33 +113,14 @@ fn check_exact_write(
     b: &ExactBody,
 ) -> Result<(), ApiError> {
     let d = api.node.store().read();
-    let mut entry: ServiceIntentions = d
-        .config_get(SERVICE_INTENTIONS, destination)
-        .and_then(|e| serde_json::from_value(e.body.clone()).ok())
-        .unwrap_or_else(|| ServiceIntentions {
-            kind: SERVICE_INTENTIONS.into(),
-            name: destination.to_string(),
-            sources: Vec::new(),
-            meta: Default::default(),
-            namespace: String::new(),
-            partition: String::new(),
-        });
-    entry.sources.retain(|s| s.name != source);
-    entry.sources.push(SourceIntention {
-        name: source.to_string(),
-        action: b.action,
-        permissions: b.permissions.clone(),
-        description: b.description.clone(),
-        source_type: "consul".into(),
-        precedence: 0,
-        legacy_id: String::new(),
-        legacy_meta: None,
-        namespace: String::new(),
-        partition: String::new(),
-    });
-    let body = serde_json::to_value(entry).map_err(|e| ApiError::internal(e.to_string()))?;
-    let proposed =
-        crate::config_entry::parse(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let source = SourceIntention::new(
+        source,
+        destination,
+        b.action,
+        b.permissions.clone(),
+        &b.description,
+    );
+    let proposed = d.intention_entry_with(destination, source)?;
     super::config::check_graph(
         api,
         &d,
