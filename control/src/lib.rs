@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod config_entry;
+pub mod discovery_chain;
 pub mod dns;
 pub mod http;
 pub mod metrics;

@@ -114,10 +114,16 @@ pub async fn run(args: ConfigArgs) -> Result<()> {
             }
         }
         ConfigCommand::Delete { http, kind, name } => {
-            Client::new(&http)?
+            let reply = Client::new(&http)?
                 .delete(&format!("/v1/config/{kind}/{name}"))
-                .await?
-                .ok()?;
+                .await?;
+            if reply.status.as_u16() == 400 {
+                bail!(
+                    "Error deleting config entry {kind}/{name}: {}",
+                    String::from_utf8_lossy(&reply.body).trim()
+                );
+            }
+            reply.ok()?;
             println!("Config entry deleted: {kind}/{name}");
         }
     }

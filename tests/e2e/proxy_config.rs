@@ -8,13 +8,13 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(30);
 
 /// An open config stream.
-struct ConfigStream {
+pub(crate) struct ConfigStream {
     resp: reqwest::Response,
     buf: Vec<u8>,
 }
 
 impl ConfigStream {
-    async fn open(a: &Agent, path: &str) -> ConfigStream {
+    pub(crate) async fn open(a: &Agent, path: &str) -> ConfigStream {
         let resp = a
             .client
             .get(format!("{}{path}", a.base))
@@ -33,7 +33,7 @@ impl ConfigStream {
     }
 
     /// The next config line, skipping heartbeats; panics after `WAIT`.
-    async fn next(&mut self) -> Value {
+    pub(crate) async fn next(&mut self) -> Value {
         let read = async {
             loop {
                 if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
@@ -53,7 +53,7 @@ impl ConfigStream {
     }
 
     /// Reads versions until `pred` holds for one; returns it.
-    async fn until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let read = async {
             loop {
                 let v = self.next().await;

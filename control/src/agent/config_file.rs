@@ -121,7 +121,8 @@ fn files_of(path: &Path) -> Result<Vec<PathBuf>, String> {
 pub fn parse_file(path: &Path) -> Result<Value, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let value: Value = if path.extension().and_then(|e| e.to_str()) == Some("hcl") {
-        hcl::from_str(&text).map_err(|e| format!("{}: invalid HCL: {e}", path.display()))?
+        crate::structs::hcl::from_str(&text)
+            .map_err(|e| format!("{}: invalid HCL: {e}", path.display()))?
     } else {
         serde_json::from_str(&text).map_err(|e| format!("{}: invalid JSON: {e}", path.display()))?
     };

@@ -3,19 +3,30 @@
 //! A proxy asks once ([`ProxyRequest`]); the agent computes a
 //! [`ProxyConfig`] from what it knows — the proxy's registration, the CA
 //! roots, the service's leaf from the [`LeafCache`], the intentions naming
-//! the service and the healthy proxies of each upstream — and recomputes it
-//! whenever one of those changes, handing every version that differs from
-//! the last to the proxy ([`ProxyConfigs::follow`]).
+//! the service (with their L7 permissions), each upstream's compiled
+//! discovery chain and the healthy proxies of every target in it — and
+//! recomputes it whenever one of those changes, handing every version that
+//! differs from the last to the proxy ([`ProxyConfigs::follow`]).
+//!
+//! An upstream's protocol is its chain's. An L7 upstream gets the chain
+//! itself (routes, splits, targets with endpoints); every upstream gets the
+//! endpoints of the chain's default target (falling back to its failover
+//! targets) for plain L4 forwarding. A target's endpoints are the sidecars
+//! of its service whose registration matches the subset's filter and whose
+//! checks pass (with `OnlyPassing`) or are not critical.
 
 use super::leaf::LeafCache;
 use super::Agent;
 use crate::config_entry::intentions::{sort_by_precedence, Action, WILDCARD};
-use crate::config_entry::kind::SERVICE_INTENTIONS;
+use crate::config_entry::kind as entry_kind;
+use crate::discovery_chain::proxy::{default_targets, to_proxy_chain};
+use crate::discovery_chain::{compile, ChainEntries, CompileRequest, Target};
 use crate::server::ca::CaOpError;
 use crate::state::{ca::CA, config_topic, table, StateData, Topic};
-use crate::structs::{kind, status, NodeService};
+use crate::structs::{kind, status, CheckServiceNode, NodeService};
 use mesh_proxy::{IntentionRule, Protocol, ProxyConfig, PublicListener, Upstream};
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,17 +114,26 @@ struct Plan {
 }
 
 impl Plan {
-    /// The store topics whose changes can change this plan's config.
-    fn topics(&self) -> Vec<Topic> {
-        let mut topics = vec![
-            Topic::Exact(CA.into()),
-            Topic::Exact(config_topic(SERVICE_INTENTIONS)),
-        ];
+    /// The store topics whose changes can change this plan's config: the
+    /// CA, every config entry kind, and the instances and proxies of each
+    /// upstream and of `targets` (the services its chains resolve to).
+    fn topics(&self, targets: &BTreeSet<String>) -> Vec<Topic> {
+        let mut topics = vec![Topic::Exact(CA.into())];
         topics.extend(
-            self.upstreams
+            entry_kind::ALL
                 .iter()
-                .map(|(dest, _)| Topic::Exact(table::connect(dest))),
+                .map(|k| Topic::Exact(config_topic(k))),
         );
+        let services: BTreeSet<&str> = self
+            .upstreams
+            .iter()
+            .map(|(dest, _)| dest.as_str())
+            .chain(targets.iter().map(String::as_str))
+            .collect();
+        for s in services {
+            topics.push(Topic::Exact(table::connect(s)));
+            topics.push(Topic::Exact(table::service(s)));
+        }
         topics
     }
 }
@@ -227,11 +247,19 @@ fn intention_rules(d: &StateData, service: &str) -> Vec<IntentionRule> {
         .into_iter()
         .map(|i| IntentionRule {
             source: i.source_name,
-            allow: i.action == Action::Allow,
+            allow: i.action == Some(Action::Allow),
             precedence: i.precedence,
-            permissions: Vec::new(),
+            permissions: i.permissions.iter().map(|p| p.to_proxy()).collect(),
         })
         .collect()
+}
+
+/// The public listener of a proxy instance.
+fn endpoint(e: &CheckServiceNode) -> Option<SocketAddr> {
+    let addr = Some(e.service.address.as_str())
+        .filter(|a| !a.is_empty())
+        .unwrap_or(&e.node.address);
+    Some(SocketAddr::new(addr.parse().ok()?, e.service.port))
 }
 
 /// The public listeners of `dest`'s proxies whose checks all pass.
@@ -239,13 +267,114 @@ fn healthy_endpoints(d: &StateData, dest: &str) -> Vec<SocketAddr> {
     d.check_service_nodes(dest, &[], true)
         .into_iter()
         .filter(|e| e.checks.iter().all(|c| c.status == status::PASSING))
-        .filter_map(|e| {
-            let addr = Some(e.service.address.as_str())
-                .filter(|a| !a.is_empty())
-                .unwrap_or(&e.node.address);
-            Some(SocketAddr::new(addr.parse().ok()?, e.service.port))
-        })
+        .filter_map(|e| endpoint(&e))
         .collect()
+}
+
+/// The public listeners of the proxies serving `target` in datacenter
+/// `dc`: those whose registration (with the node and checks, as Consul
+/// evaluates subset filters) matches the subset's filter, and whose checks
+/// pass — or, unless the subset is `OnlyPassing`, are at worst warning.
+/// Targets in other datacenters have none here.
+fn target_endpoints(d: &StateData, dc: &str, target: &Target) -> Vec<SocketAddr> {
+    if target.datacenter != dc {
+        return Vec::new();
+    }
+    let filter = match target.subset.filter.as_str() {
+        "" => None,
+        expr => match mesh_filter::Filter::parse(expr) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(target = %target.id, error = %e, "subset filter does not parse; no endpoints");
+                return Vec::new();
+            }
+        },
+    };
+    let healthy = |status: &str| {
+        status == status::PASSING || (!target.subset.only_passing && status == status::WARNING)
+    };
+    d.check_service_nodes(&target.service, &[], true)
+        .into_iter()
+        .filter(|e| e.checks.iter().all(|c| healthy(&c.status)))
+        .filter(|e| {
+            filter
+                .as_ref()
+                .is_none_or(|f| serde_json::to_value(e).is_ok_and(|v| f.matches(&v)))
+        })
+        .filter_map(|e| endpoint(&e))
+        .collect()
+}
+
+/// Parses a chain protocol into the proxy's.
+fn protocol(p: &str) -> Protocol {
+    match p {
+        "http" => Protocol::Http,
+        "http2" => Protocol::Http2,
+        "grpc" => Protocol::Grpc,
+        _ => Protocol::Tcp,
+    }
+}
+
+/// What an upstream needs besides its name and bind address.
+struct UpstreamCtx<'a> {
+    store: &'a StateData,
+    entries: &'a ChainEntries,
+    /// The downstream service (whose `service-defaults` may hold upstream
+    /// settings).
+    service: &'a str,
+    datacenter: &'a str,
+    trust_domain: &'a str,
+}
+
+impl UpstreamCtx<'_> {
+    /// The upstream to `dest` at `bind`, adding the services its chain
+    /// resolves to to `targets`.
+    fn upstream(&self, dest: &str, bind: SocketAddr, targets: &mut BTreeSet<String>) -> Upstream {
+        let settings = self
+            .entries
+            .services
+            .get(self.service)
+            .and_then(|s| s.upstream_config.as_ref())
+            .and_then(|u| u.for_upstream(dest));
+        let compiled = compile(&CompileRequest {
+            service: dest,
+            datacenter: self.datacenter,
+            trust_domain: self.trust_domain,
+            override_protocol: settings
+                .map(|s| s.protocol.as_str())
+                .filter(|p| !p.is_empty()),
+            override_connect_timeout: settings
+                .map(|s| Duration::from_millis(u64::from(s.connect_timeout_ms)))
+                .filter(|t| !t.is_zero()),
+            entries: self.entries,
+        });
+        let compiled = match compiled {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(upstream = %dest, error = %e, "discovery chain does not compile; plain L4 upstream");
+                targets.insert(dest.to_string());
+                return Upstream::tcp(dest, bind, healthy_endpoints(self.store, dest));
+            }
+        };
+        targets.extend(compiled.targets.values().map(|t| t.service.clone()));
+        let chain = to_proxy_chain(&compiled, |t| {
+            target_endpoints(self.store, self.datacenter, t)
+        });
+        let endpoints = default_targets(&chain)
+            .into_iter()
+            .filter_map(|id| chain.targets.get(id))
+            .map(|t| t.endpoints.clone())
+            .find(|e| !e.is_empty())
+            .unwrap_or_default();
+        let protocol = protocol(&compiled.protocol);
+        Upstream {
+            destination: dest.to_string(),
+            bind,
+            endpoints,
+            protocol,
+            chain: protocol.is_l7().then_some(chain),
+        }
+    }
 }
 
 /// Computes and follows the configs of this agent's proxies.
@@ -289,8 +418,8 @@ impl ProxyConfigs {
     }
 
     /// The config for `plan` as the store and leaf cache have it now, with
-    /// version 0.
-    fn compute(&self, plan: &Plan) -> Result<ProxyConfig, ProxyCfgError> {
+    /// version 0, and the services its upstreams' chains resolve to.
+    fn compute(&self, plan: &Plan) -> Result<(ProxyConfig, BTreeSet<String>), ProxyCfgError> {
         let (_, leaf) = self.leaves.get(&plan.service)?;
         let config = &self.agent.config();
         let store = self.agent.raft().store().read();
@@ -300,12 +429,30 @@ impl ProxyConfigs {
             .as_ref()
             .map(|c| c.trust_domain())
             .unwrap_or_default();
+        let entries = ChainEntries::from_state(&store);
+        let ctx = UpstreamCtx {
+            store: &store,
+            entries: &entries,
+            service: &plan.service,
+            datacenter: &config.datacenter,
+            trust_domain: &trust_domain,
+        };
+        let mut targets = BTreeSet::new();
         let upstreams = plan
             .upstreams
             .iter()
-            .map(|(dest, bind)| Upstream::tcp(dest, *bind, healthy_endpoints(&store, dest)))
+            .map(|(dest, bind)| ctx.upstream(dest, *bind, &mut targets))
             .collect();
-        Ok(ProxyConfig {
+        let public_listener = plan.public.clone().map(|p| PublicListener {
+            protocol: protocol(&entries.protocol_of(&plan.service)),
+            ..p
+        });
+        let local_connect_timeout = entries
+            .services
+            .get(&plan.service)
+            .map(|s| Duration::from_millis(u64::from(s.local_connect_timeout_ms)))
+            .filter(|t| !t.is_zero());
+        let proxy_config = ProxyConfig {
             version: 0,
             service: plan.service.clone(),
             trust_domain,
@@ -313,19 +460,21 @@ impl ProxyConfigs {
             leaf_cert_pem: leaf.cert_pem,
             leaf_key_pem: leaf.private_key_pem,
             roots_pem: store.ca.roots.iter().map(|r| r.root_cert.clone()).collect(),
-            public_listener: plan.public.clone(),
+            public_listener,
             upstreams,
             intentions: intention_rules(&store, &plan.service),
             default_allow: config.default_intention_policy == Action::Allow,
             connect_timeout: plan
                 .connect_timeout
+                .or(local_connect_timeout)
                 .unwrap_or(mesh_proxy::DEFAULT_CONNECT_TIMEOUT),
             handshake_timeout: plan
                 .handshake_timeout
                 .unwrap_or(mesh_proxy::DEFAULT_HANDSHAKE_TIMEOUT),
             metrics_bind: plan.metrics_bind,
             ..ProxyConfig::default()
-        })
+        };
+        Ok((proxy_config, targets))
     }
 
     /// The first config for `req`, or why there is none. Transient failures
@@ -343,7 +492,7 @@ impl ProxyConfigs {
                     tokio::time::sleep(RETRY).await;
                 }
                 other => {
-                    return other.map(|c| ProxyConfig { version: 1, ..c });
+                    return other.map(|(c, _)| ProxyConfig { version: 1, ..c });
                 }
             }
         }
@@ -356,6 +505,9 @@ impl ProxyConfigs {
         let this = self.clone();
         tokio::spawn(async move {
             let mut last = first;
+            // The services the chains resolved to when last computed: their
+            // topics are watched too.
+            let mut watched = BTreeSet::new();
             loop {
                 // Subscribe before reading so that no change is missed.
                 let mut local = this.agent.local().subscribe();
@@ -367,10 +519,10 @@ impl ProxyConfigs {
                         return;
                     }
                 };
-                let store = this.agent.raft().store().watch(&plan.topics());
+                let store = this.agent.raft().store().watch(&plan.topics(&watched));
                 let mut retry = None;
                 match this.compute(&plan) {
-                    Ok(config) => {
+                    Ok((config, targets)) => {
                         let version = last.version;
                         if (ProxyConfig {
                             version,
@@ -384,6 +536,12 @@ impl ProxyConfigs {
                             if tx.send(last.clone()).await.is_err() {
                                 return;
                             }
+                        }
+                        if !targets.is_subset(&watched) {
+                            // A chain now reaches services not watched yet:
+                            // subscribe to them and read again.
+                            watched = targets;
+                            continue;
                         }
                     }
                     Err(e) => {
@@ -496,6 +654,147 @@ mod tests {
             ..sidecar(json!({}))
         };
         assert!(err(plain).contains("connect-proxy"));
+    }
+
+    /// A store with billing's proxies: v1 passing, v2 warning, another v2
+    /// critical; and `entries` written.
+    fn billing_store(entries: &[Value]) -> StateData {
+        let mut d = StateData::default();
+        let mut changes = crate::state::Changes::default();
+        let proxies = [
+            ("v1", "passing", 21001),
+            ("v2", "warning", 21002),
+            ("v2", "critical", 21003),
+        ];
+        for (i, (version, status, port)) in proxies.into_iter().enumerate() {
+            let id = format!("billing-{port}");
+            let req: crate::structs::RegisterRequest = serde_json::from_value(json!({
+                "Node": "n1", "Address": "10.0.0.9",
+                "Service": {"Kind": "connect-proxy", "ID": id, "Service": "billing-sidecar-proxy",
+                    "Port": port, "Meta": {"version": version},
+                    "Proxy": {"DestinationServiceName": "billing"}},
+                "Checks": [{"CheckID": format!("{id}-check"), "Name": "alive",
+                    "Status": status, "ServiceID": id}],
+            }))
+            .unwrap();
+            d.ensure_registration(i as u64 + 1, 0, &req, &mut changes)
+                .unwrap();
+        }
+        for (i, e) in entries.iter().enumerate() {
+            let e = crate::config_entry::parse(e.clone()).unwrap();
+            d.config_set(10 + i as u64, &e, None, &mut changes);
+        }
+        d
+    }
+
+    /// Web's upstream `dest`, with `service_defaults_of_web` written first.
+    fn web_upstream(
+        d: &StateData,
+        dest: &str,
+        service_defaults_of_web: Option<Value>,
+    ) -> (Upstream, BTreeSet<String>) {
+        let mut d = d.clone();
+        if let Some(v) = service_defaults_of_web {
+            let e = crate::config_entry::parse(v).unwrap();
+            d.config_set(99, &e, None, &mut crate::state::Changes::default());
+        }
+        let entries = ChainEntries::from_state(&d);
+        let ctx = UpstreamCtx {
+            store: &d,
+            entries: &entries,
+            service: "web",
+            datacenter: "dc1",
+            trust_domain: "t.consul",
+        };
+        let mut targets = BTreeSet::new();
+        let u = ctx.upstream(dest, "127.0.0.1:9191".parse().unwrap(), &mut targets);
+        (u, targets)
+    }
+
+    fn billing_upstream(
+        d: &StateData,
+        service_defaults_of_web: Option<Value>,
+    ) -> (Upstream, BTreeSet<String>) {
+        web_upstream(d, "billing", service_defaults_of_web)
+    }
+
+    #[test]
+    fn an_http_upstream_gets_its_chain_with_subset_endpoints() {
+        let entries = [
+            json!({"Kind": "service-defaults", "Name": "billing", "Protocol": "http"}),
+            json!({"Kind": "service-resolver", "Name": "billing", "Subsets": {
+                "v1": {"Filter": "Service.Meta.version == v1"},
+                "v2": {"Filter": "Service.Meta.version == v2"}}}),
+            json!({"Kind": "service-splitter", "Name": "billing", "Splits": [
+                {"Weight": 90, "ServiceSubset": "v1"}, {"Weight": 10, "ServiceSubset": "v2"}]}),
+        ];
+        let d = billing_store(&entries);
+        let (u, targets) = billing_upstream(&d, None);
+        assert_eq!(u.protocol, Protocol::Http);
+        assert_eq!(targets, BTreeSet::from(["billing".to_string()]));
+        let chain = u.chain.unwrap();
+        let addr = |p: u16| SocketAddr::new([10, 0, 0, 9].into(), p);
+        assert_eq!(
+            chain.targets["v1.billing.default.dc1"].endpoints,
+            vec![addr(21001)]
+        );
+        assert_eq!(
+            chain.targets["v2.billing.default.dc1"].endpoints,
+            vec![addr(21002)],
+            "warning counts, critical does not"
+        );
+        assert_eq!(u.endpoints, vec![addr(21001)], "the first leg's, for L4");
+
+        // OnlyPassing leaves the warning instance out.
+        let strict = billing_store(&[
+            entries[0].clone(),
+            json!({"Kind": "service-resolver", "Name": "billing", "Subsets": {
+                "v2": {"Filter": "Service.Meta.version == v2", "OnlyPassing": true}}}),
+        ]);
+        let (u, _) = billing_upstream(&strict, None);
+        assert_eq!(u.chain.unwrap().targets.len(), 1);
+        let (u, _) = billing_upstream(
+            &strict,
+            Some(
+                json!({"Kind": "service-defaults", "Name": "web", "UpstreamConfig": {
+                "Overrides": [{"Name": "billing", "Protocol": "tcp", "ConnectTimeoutMs": 250}]}}),
+            ),
+        );
+        assert_eq!(u.protocol, Protocol::Tcp, "the upstream override wins");
+        assert!(u.chain.is_none());
+        assert_eq!(u.endpoints, vec![addr(21001), addr(21002)]);
+    }
+
+    #[test]
+    fn a_tcp_upstream_follows_redirects_and_topics_cover_targets() {
+        let d = billing_store(&[json!({"Kind": "service-resolver", "Name": "payments",
+            "Redirect": {"Service": "billing"}})]);
+        let (u, targets) = web_upstream(&d, "payments", None);
+        assert_eq!(u.protocol, Protocol::Tcp);
+        assert!(u.chain.is_none());
+        assert_eq!(u.endpoints.len(), 2);
+        assert_eq!(targets, BTreeSet::from(["billing".to_string()]));
+
+        let plan = Plan {
+            service: "web".into(),
+            public: None,
+            upstreams: vec![("payments".into(), "127.0.0.1:9191".parse().unwrap())],
+            connect_timeout: None,
+            handshake_timeout: None,
+            metrics_bind: None,
+        };
+        let topics = plan.topics(&targets);
+        for t in [
+            "config:service-splitter",
+            "config:proxy-defaults",
+            "config:service-intentions",
+            "connect:billing",
+            "service:billing",
+            "connect:payments",
+            "ca",
+        ] {
+            assert!(topics.contains(&Topic::Exact(t.into())), "{t}: {topics:?}");
+        }
     }
 
     #[test]

@@ -4,8 +4,16 @@
 //! Precedence is Consul's: an exact destination beats a wildcard one, then an
 //! exact source beats a wildcard one (9, 8, 6, 5 in the default namespace);
 //! the highest-precedence match decides, else the default policy.
+//!
+//! A source may carry L7 `Permissions` instead of an `Action`: HTTP
+//! conditions tried in order, the first that fits a request deciding it.
+//! Such a source only makes sense for an HTTP destination; that check needs
+//! the destination's protocol and is the discovery chain's
+//! ([`crate::discovery_chain::validate_write`]).
 
-use serde::{Deserialize, Serialize};
+use super::http::{check_match, normalize_match, HttpMatch};
+use super::FieldError;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 /// The wildcard service name.
@@ -31,14 +39,86 @@ impl Action {
     }
 }
 
+/// Reads an optional action, `""` meaning none (as Consul writes an L7
+/// intention's action).
+fn optional_action<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Action>, D::Error> {
+    match Option::<String>::deserialize(d)?.as_deref() {
+        None | Some("") => Ok(None),
+        Some("allow") => Ok(Some(Action::Allow)),
+        Some("deny") => Ok(Some(Action::Deny)),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "Action must be set to 'allow' or 'deny', not {other:?}"
+        ))),
+    }
+}
+
+/// Writes an optional action, none as `""` (Consul's shape for L7
+/// intentions).
+fn action_or_empty<S: Serializer>(action: &Option<Action>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(action.map(Action::as_str).unwrap_or_default())
+}
+
+/// One L7 permission of a source: when `HTTP` fits a request, `Action`
+/// decides it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct IntentionPermission {
+    /// Allow or deny matching requests.
+    #[serde(
+        default,
+        deserialize_with = "optional_action",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub action: Option<Action>,
+    /// The request conditions: `PathExact`, `PathPrefix`, `PathRegex`,
+    /// `Header`, `Methods`.
+    #[serde(default, rename = "HTTP", skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpMatch>,
+}
+
+impl IntentionPermission {
+    /// The proxy's form of this permission.
+    pub fn to_proxy(&self) -> mesh_proxy::Permission {
+        mesh_proxy::Permission {
+            allow: self.action == Some(Action::Allow),
+            http: self.http.clone().unwrap_or_default(),
+        }
+    }
+
+    fn check(&self) -> Result<(), FieldError> {
+        if self.action.is_none() {
+            return Err(FieldError::new(
+                "Action",
+                "must be set to 'allow' or 'deny'",
+            ));
+        }
+        let Some(http) = &self.http else {
+            return Err(FieldError::new("HTTP", "is required"));
+        };
+        check_match(http, false).map_err(|e| e.within("HTTP"))?;
+        if http.is_empty() {
+            return Err(FieldError::new("HTTP", "should not be empty"));
+        }
+        Ok(())
+    }
+}
+
 /// One source of a `service-intentions` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct SourceIntention {
     /// The source service, or `*`.
     pub name: String,
-    /// What to do with its connections.
-    pub action: Action,
+    /// What to do with its connections (none when `Permissions` decide).
+    #[serde(
+        default,
+        deserialize_with = "optional_action",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub action: Option<Action>,
+    /// L7 permissions, tried in order (instead of `Action`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<IntentionPermission>,
     /// Free text.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
@@ -66,6 +146,31 @@ pub struct SourceIntention {
     pub partition: String,
 }
 
+impl SourceIntention {
+    /// The intention from `name` to `destination`: an action, or (for L7)
+    /// permissions.
+    pub fn new(
+        name: &str,
+        destination: &str,
+        action: Option<Action>,
+        permissions: Vec<IntentionPermission>,
+        description: &str,
+    ) -> Self {
+        SourceIntention {
+            name: name.to_string(),
+            action,
+            permissions,
+            description: description.to_string(),
+            source_type: consul_type(),
+            precedence: precedence(name, destination),
+            legacy_id: String::new(),
+            legacy_meta: None,
+            namespace: String::new(),
+            partition: String::new(),
+        }
+    }
+}
+
 /// An intention as the legacy ID-based API writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LegacyIntention {
@@ -85,15 +190,15 @@ impl LegacyIntention {
     /// The source entry for this intention, carrying `id`.
     pub fn source_of(&self, id: &str) -> SourceIntention {
         SourceIntention {
-            name: self.source.clone(),
-            action: self.action,
-            description: self.description.clone(),
-            source_type: consul_type(),
-            precedence: precedence(&self.source, &self.destination),
             legacy_id: id.to_string(),
             legacy_meta: self.meta.clone(),
-            namespace: String::new(),
-            partition: String::new(),
+            ..SourceIntention::new(
+                &self.source,
+                &self.destination,
+                Some(self.action),
+                Vec::new(),
+                &self.description,
+            )
         }
     }
 }
@@ -159,31 +264,68 @@ pub fn precedence(source: &str, destination: &str) -> i32 {
 }
 
 /// Checks a canonical entry and fills computed fields.
-pub fn validate(body: Value) -> Result<Value, String> {
-    let mut e: ServiceIntentions =
-        serde_json::from_value(body).map_err(|err| format!("service-intentions: {err}"))?;
+pub fn validate(body: Value) -> Result<Value, FieldError> {
+    let mut e: ServiceIntentions = super::decode_value(body)?;
     if e.name.is_empty() {
-        return Err("service-intentions: Name is required".into());
+        return Err(FieldError::new("Name", "is required"));
     }
     let mut seen = std::collections::BTreeSet::new();
     for (i, s) in e.sources.iter_mut().enumerate() {
+        let field = format!("Sources[{i}]");
         if s.name.is_empty() {
-            return Err(format!("service-intentions: Sources[{i}].Name is required"));
+            return Err(FieldError::new(format!("{field}.Name"), "is required"));
         }
         if !seen.insert(s.name.clone()) {
-            return Err(format!(
-                "service-intentions: Sources[{i}]: duplicate source {:?}",
-                s.name
+            return Err(FieldError::new(
+                field,
+                format!("duplicate source {:?}", s.name),
             ));
         }
         if s.source_type != "consul" {
-            return Err(format!(
-                "service-intentions: Sources[{i}].Type must be \"consul\""
+            return Err(FieldError::new(
+                format!("{field}.Type"),
+                "must be set to 'consul'",
             ));
+        }
+        match (s.action, s.permissions.is_empty()) {
+            (None, true) => {
+                return Err(FieldError::new(
+                    format!("{field}.Action"),
+                    "must be set to 'allow' or 'deny'",
+                ))
+            }
+            (Some(_), false) => {
+                return Err(FieldError::new(
+                    format!("{field}.Action"),
+                    "must be omitted if Permissions are specified",
+                ))
+            }
+            _ => {}
+        }
+        if !s.permissions.is_empty() && e.name == WILDCARD {
+            return Err(FieldError::new(
+                format!("{field}.Permissions"),
+                "cannot be specified on intentions with wildcarded destinations",
+            ));
+        }
+        for (j, p) in s.permissions.iter_mut().enumerate() {
+            if let Some(http) = &mut p.http {
+                normalize_match(http);
+            }
+            p.check()
+                .map_err(|err| err.within(&format!("{field}.Permissions[{j}]")))?;
         }
         s.precedence = precedence(&s.name, &e.name);
     }
-    serde_json::to_value(e).map_err(|err| err.to_string())
+    serde_json::to_value(e).map_err(|err| FieldError::new("", err.to_string()))
+}
+
+/// True when some source of the entry carries L7 permissions.
+pub fn has_permissions(entry: &super::ConfigEntry) -> bool {
+    entry.body["Sources"].as_array().is_some_and(|s| {
+        s.iter()
+            .any(|s| s["Permissions"].as_array().is_some_and(|p| !p.is_empty()))
+    })
 }
 
 /// One intention as `/v1/connect/intentions` shows it.
@@ -201,7 +343,12 @@ pub struct Intention {
     pub destination_ns: String,
     pub destination_name: String,
     pub source_type: String,
-    pub action: Action,
+    /// The L4 action; `""` for an L7 intention.
+    #[serde(serialize_with = "action_or_empty")]
+    pub action: Option<Action>,
+    /// L7 permissions, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<IntentionPermission>,
     pub precedence: i32,
     pub meta: Value,
     pub create_index: u64,
@@ -224,6 +371,7 @@ pub fn from_entry(entry: &super::ConfigEntry) -> Vec<Intention> {
             destination_name: e.name.clone(),
             source_type: s.source_type,
             action: s.action,
+            permissions: s.permissions,
             precedence: precedence(&s.name, &e.name),
             meta: s.legacy_meta.unwrap_or(Value::Object(Default::default())),
             create_index: entry.raft.create_index,
@@ -245,7 +393,9 @@ pub fn sort_by_precedence(list: &mut [Intention]) {
 
 /// The decision for `source` → `destination`: the action of the
 /// highest-precedence matching intention, or `default` if none matches.
-/// Returns the action and the intention that decided, if any.
+/// Returns the action and the intention that decided, if any. An L7
+/// intention cannot be decided per connection and denies it, as Consul's
+/// L4 checks do.
 pub fn decide<'a>(
     all: &'a [Intention],
     source: &str,
@@ -257,7 +407,7 @@ pub fn decide<'a>(
             && (i.source_name == source || i.source_name == WILDCARD)
     });
     match matching.max_by_key(|i| i.precedence) {
-        Some(i) => (i.action, Some(i)),
+        Some(i) => (i.action.unwrap_or(Action::Deny), Some(i)),
         None => (default, None),
     }
 }
@@ -276,7 +426,8 @@ mod tests {
             destination_ns: "default".into(),
             destination_name: dst.into(),
             source_type: "consul".into(),
-            action,
+            action: Some(action),
+            permissions: Vec::new(),
             precedence: precedence(src, dst),
             meta: json!({}),
             create_index: 0,
@@ -314,14 +465,87 @@ mod tests {
         let err = validate(json!({"Kind": "service-intentions", "Name": "db",
             "Sources": [{"Name": "web", "Action": "maybe"}]}))
         .unwrap_err();
-        assert!(err.contains("maybe"), "{err}");
+        assert_eq!(err.field, "Sources[0].Action");
+        assert!(err.reason.contains("maybe"), "{err}");
         let err = validate(json!({"Kind": "service-intentions", "Name": "db",
             "Sources": [{"Name": "web", "Action": "allow"}, {"Name": "web", "Action": "deny"}]}))
         .unwrap_err();
-        assert!(err.contains("duplicate"), "{err}");
+        assert_eq!(err.field, "Sources[1]");
+        assert!(err.reason.contains("duplicate"), "{err}");
         let err = validate(json!({"Kind": "service-intentions", "Name": "db",
             "Sources": [{"Action": "allow"}]}))
         .unwrap_err();
-        assert!(err.contains("Name"), "{err}");
+        assert!(err.to_string().contains("Name"), "{err}");
+    }
+
+    #[test]
+    fn l7_permissions_replace_the_action() {
+        let entry = |sources: Value| {
+            validate(json!({"Kind": "service-intentions", "Name": "api", "Sources": sources}))
+        };
+        let ok = entry(json!([{"Name": "web", "Permissions": [
+            {"Action": "allow", "HTTP": {"PathPrefix": "/v1", "Methods": ["get", "head"]}},
+            {"Action": "deny", "HTTP": {"Header": [{"Name": "x-debug", "Present": true}]}},
+        ]}]))
+        .unwrap();
+        assert_eq!(
+            ok["Sources"][0]["Permissions"][0]["HTTP"]["Methods"],
+            json!(["GET", "HEAD"])
+        );
+        assert!(ok["Sources"][0].get("Action").is_none());
+
+        let field = |sources: Value| entry(sources).unwrap_err().field;
+        assert_eq!(
+            field(json!([{"Name": "web", "Action": "allow",
+                "Permissions": [{"Action": "allow", "HTTP": {"PathPrefix": "/"}}]}])),
+            "Sources[0].Action"
+        );
+        assert_eq!(field(json!([{"Name": "web"}])), "Sources[0].Action");
+        assert_eq!(
+            field(json!([{"Name": "web", "Permissions": [{"Action": "allow"}]}])),
+            "Sources[0].Permissions[0].HTTP"
+        );
+        assert_eq!(
+            field(json!([{"Name": "web", "Permissions": [{"Action": "allow", "HTTP": {}}]}])),
+            "Sources[0].Permissions[0].HTTP"
+        );
+        assert_eq!(
+            field(json!([{"Name": "web", "Permissions": [{"HTTP": {"PathExact": "/a"}}]}])),
+            "Sources[0].Permissions[0].Action"
+        );
+        assert_eq!(
+            field(json!([{"Name": "web", "Permissions": [
+                {"Action": "deny", "HTTP": {"PathRegex": "/(["}}]}])),
+            "Sources[0].Permissions[0].HTTP.PathRegex"
+        );
+        assert_eq!(
+            field(json!([{"Name": "web", "Permissions": [
+                {"Action": "deny", "HTTP": {"QueryParam": [{"Name": "q", "Present": true}]}}]}])),
+            "Sources[0].Permissions[0].HTTP.QueryParam"
+        );
+        let wildcard = validate(
+            json!({"Kind": "service-intentions", "Name": "*", "Sources": [
+            {"Name": "web", "Permissions": [{"Action": "allow", "HTTP": {"PathPrefix": "/"}}]}]}),
+        )
+        .unwrap_err();
+        assert_eq!(wildcard.field, "Sources[0].Permissions");
+    }
+
+    #[test]
+    fn an_l7_intention_denies_connections() {
+        let mut l7 = ixn("web", "api", Action::Allow);
+        l7.action = None;
+        l7.permissions = vec![IntentionPermission {
+            action: Some(Action::Allow),
+            http: Some(HttpMatch {
+                path_prefix: Some("/".into()),
+                ..HttpMatch::default()
+            }),
+        }];
+        let all = vec![l7];
+        assert_eq!(decide(&all, "web", "api", Action::Allow).0, Action::Deny);
+        let json = serde_json::to_value(&all[0]).unwrap();
+        assert_eq!(json["Action"], "");
+        assert_eq!(json["Permissions"][0]["Action"], "allow");
     }
 }

@@ -2,8 +2,9 @@
 
 use super::{Api, ApiError, ApiState, Ctx};
 use crate::config_entry::{self, ConfigEntry};
+use crate::discovery_chain::{validate_write, Change};
 use crate::raft::{Command, CommandResult};
-use crate::state::{config_topic, Topic};
+use crate::state::{config_topic, StateData, Topic};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -35,12 +36,29 @@ async fn bool_result(api: &ApiState, cmd: Command) -> Result<Response, ApiError>
     }
 }
 
+/// Refuses a change that would break a discovery chain (or an L7
+/// intention) in this datacenter, with Consul's reason.
+pub(super) fn check_graph(
+    api: &ApiState,
+    d: &StateData,
+    change: Change<'_>,
+) -> Result<(), ApiError> {
+    validate_write(d, &api.agent.config().datacenter, change)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
 async fn write(State(api): Api, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("Request decoding failed: {e}")))?;
     let entry = config_entry::parse(value)
         .map_err(|e| ApiError::bad_request(format!("Request decoding failed: {e}")))?;
     let cas = ctx.params.u64("cas")?;
+    let change = Change {
+        kind: &entry.kind,
+        name: &entry.name,
+        entry: Some(&entry),
+    };
+    check_graph(&api, &api.node.store().read(), change)?;
     bool_result(&api, Command::ConfigEntrySet { entry, cas }).await
 }
 
@@ -90,5 +108,11 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     known(&kind)?;
     let cas = ctx.params.u64("cas")?;
+    let change = Change {
+        kind: &kind,
+        name: &name,
+        entry: None,
+    };
+    check_graph(&api, &api.node.store().read(), change)?;
     bool_result(&api, Command::ConfigEntryDelete { kind, name, cas }).await
 }

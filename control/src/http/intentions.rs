@@ -3,7 +3,8 @@
 
 use super::{Api, ApiError, ApiState, Ctx};
 use crate::config_entry::intentions::{
-    decide, sort_by_precedence, Action, Intention, LegacyIntention, LegacyIntentionOp, WILDCARD,
+    decide, sort_by_precedence, Action, Intention, IntentionPermission, LegacyIntention,
+    LegacyIntentionOp, SourceIntention, WILDCARD,
 };
 use crate::config_entry::kind::SERVICE_INTENTIONS;
 use crate::raft::Command;
@@ -76,34 +77,84 @@ struct ExactBody {
     action: Option<Action>,
     description: String,
     source_type: String,
-    permissions: Option<Value>,
+    permissions: Vec<IntentionPermission>,
 }
 
-/// The action of an intention write, refusing what mesh does not support.
+/// The action of a legacy (ID-based) intention write: L7 permissions have
+/// no place there, as in Consul, whose legacy API predates them.
 fn checked_action(
     action: Option<Action>,
     source_type: &str,
     permissions: Option<&Value>,
 ) -> Result<Action, ApiError> {
-    if permissions.is_some() {
+    if permissions.is_some_and(|p| !p.is_null()) {
         return Err(ApiError::bad_request(
-            "L7 Permissions are not supported yet",
+            "Permissions cannot be set through the legacy ID-based intentions API; \
+             use PUT /v1/connect/intentions/exact or a service-intentions config entry",
         ));
     }
+    checked_source_type(source_type)?;
+    action.ok_or_else(|| ApiError::bad_request("Action must be set to 'allow' or 'deny'"))
+}
+
+fn checked_source_type(source_type: &str) -> Result<(), ApiError> {
     if !source_type.is_empty() && source_type != "consul" {
         return Err(ApiError::bad_request("SourceType must be \"consul\""));
     }
-    action.ok_or_else(|| ApiError::bad_request("Action must be set to 'allow' or 'deny'"))
+    Ok(())
+}
+
+/// Refuses an exact write that would leave the destination's entry
+/// invalid, or an L7 intention on a service that does not speak HTTP.
+fn check_exact_write(
+    api: &ApiState,
+    source: &str,
+    destination: &str,
+    b: &ExactBody,
+) -> Result<(), ApiError> {
+    let d = api.node.store().read();
+    let source = SourceIntention::new(
+        source,
+        destination,
+        b.action,
+        b.permissions.clone(),
+        &b.description,
+    );
+    let proposed = d.intention_entry_with(destination, source)?;
+    super::config::check_graph(
+        api,
+        &d,
+        crate::discovery_chain::Change {
+            kind: SERVICE_INTENTIONS,
+            name: destination,
+            entry: Some(&proposed),
+        },
+    )
 }
 
 async fn exact_put(State(api): Api, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
     let (source, destination) = (required(&ctx, "source")?, required(&ctx, "destination")?);
     let b: ExactBody = super::decode_body(&body)?;
-    let action = checked_action(b.action, &b.source_type, b.permissions.as_ref())?;
+    checked_source_type(&b.source_type)?;
+    match (b.action, b.permissions.is_empty()) {
+        (None, true) => {
+            return Err(ApiError::bad_request(
+                "Action must be set to 'allow' or 'deny'",
+            ))
+        }
+        (Some(_), false) => {
+            return Err(ApiError::bad_request(
+                "Action must be omitted if Permissions are specified",
+            ))
+        }
+        _ => {}
+    }
+    check_exact_write(&api, source, destination, &b)?;
     api.write(Command::IntentionUpsert {
         source: source.to_string(),
         destination: destination.to_string(),
-        action,
+        action: b.action,
+        permissions: b.permissions,
         description: b.description,
     })
     .await?;
@@ -293,11 +344,15 @@ async fn authorize(State(api): Api, _ctx: Ctx, body: Bytes) -> Result<Response, 
         api.agent.config().default_intention_policy,
     );
     let reason = match by {
+        Some(i) if !i.permissions.is_empty() => format!(
+            "Matched L7 intention: {} => {}; the L4 authorize endpoint cannot evaluate its permissions",
+            i.source_name, i.destination_name
+        ),
         Some(i) => format!(
             "Matched L4 intention: {} => {} ({})",
             i.source_name,
             i.destination_name,
-            i.action.as_str()
+            action.as_str()
         ),
         None => "Default behavior configured by ACLs".to_string(),
     };

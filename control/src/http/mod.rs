@@ -9,6 +9,7 @@ mod blocking;
 mod catalog;
 mod config;
 mod connect_ca;
+mod discovery_chain;
 mod error;
 mod health;
 mod intentions;
@@ -157,6 +158,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(internal::routes())
         .merge(config::routes())
         .merge(connect_ca::routes())
+        .merge(discovery_chain::routes())
         .merge(intentions::routes())
         .merge(proxy_config::routes())
         .merge(kv::routes())

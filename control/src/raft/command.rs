@@ -1,6 +1,6 @@
 //! The one enum of everything the log can say, and what applying it returns.
 
-use crate::config_entry::intentions::{Action, LegacyIntentionOp};
+use crate::config_entry::intentions::{Action, IntentionPermission, LegacyIntentionOp};
 use crate::config_entry::ConfigEntry;
 use crate::state::ca::CaState;
 use crate::state::{Changes, StateData, StateError, TxnOp, TxnResults};
@@ -75,8 +75,11 @@ pub enum Command {
         source: String,
         /// The destination service or `*`.
         destination: String,
-        /// Allow or deny.
-        action: Action,
+        /// Allow or deny; none for an L7 intention.
+        action: Option<Action>,
+        /// L7 permissions (instead of an action).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        permissions: Vec<IntentionPermission>,
         /// Free text.
         description: String,
     },
@@ -155,12 +158,14 @@ impl Command {
                 source,
                 destination,
                 action,
+                permissions,
                 description,
             } => done(data.intention_upsert(
                 index,
                 source,
                 destination,
                 *action,
+                permissions,
                 description,
                 changes,
             )),

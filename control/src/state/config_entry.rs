@@ -3,7 +3,8 @@
 
 use super::{Changes, StateData, StateError};
 use crate::config_entry::intentions::{
-    self, Action, Intention, LegacyIntention, LegacyIntentionOp, SourceIntention,
+    self, Action, Intention, IntentionPermission, LegacyIntention, LegacyIntentionOp,
+    SourceIntention,
 };
 use crate::config_entry::{kind, ConfigEntry};
 use crate::structs::RaftIndex;
@@ -97,27 +98,26 @@ impl StateData {
             .collect()
     }
 
-    /// Creates or replaces the intention `source` → `destination`.
+    /// Creates or replaces the intention `source` → `destination`: an
+    /// action, or (for L7) permissions.
+    #[allow(clippy::too_many_arguments)]
     pub fn intention_upsert(
         &mut self,
         index: u64,
         source: &str,
         destination: &str,
-        action: Action,
+        action: Option<Action>,
+        permissions: &[IntentionPermission],
         description: &str,
         changes: &mut Changes,
     ) -> Result<(), StateError> {
-        let source = SourceIntention {
-            name: source.to_string(),
+        let source = SourceIntention::new(
+            source,
+            destination,
             action,
-            description: description.to_string(),
-            source_type: "consul".into(),
-            precedence: intentions::precedence(source, destination),
-            legacy_id: String::new(),
-            legacy_meta: None,
-            namespace: String::new(),
-            partition: String::new(),
-        };
+            permissions.to_vec(),
+            description,
+        );
         self.intention_put(index, destination, source, changes)
     }
 
@@ -130,6 +130,19 @@ impl StateData {
         source: SourceIntention,
         changes: &mut Changes,
     ) -> Result<(), StateError> {
+        let e = self.intention_entry_with(destination, source)?;
+        self.config_set(index, &e, None, changes);
+        Ok(())
+    }
+
+    /// `destination`'s `service-intentions` entry as it would be with
+    /// `source` put in (replacing the intention from the same source),
+    /// validated.
+    pub fn intention_entry_with(
+        &self,
+        destination: &str,
+        source: SourceIntention,
+    ) -> Result<ConfigEntry, StateError> {
         let mut body = self
             .config_get(kind::SERVICE_INTENTIONS, destination)
             .map(|e| e.body.clone())
@@ -142,9 +155,7 @@ impl StateData {
         entry.sources.push(source);
         entry.sources.sort_by(|a, b| a.name.cmp(&b.name));
         let body = serde_json::to_value(entry).map_err(|e| StateError::Invalid(e.to_string()))?;
-        let e = crate::config_entry::parse(body).map_err(StateError::Invalid)?;
-        self.config_set(index, &e, None, changes);
-        Ok(())
+        crate::config_entry::parse(body).map_err(|e| StateError::Invalid(e.to_string()))
     }
 
     /// Applies a legacy ID-based intention write (`POST`, `PUT`, `DELETE`

@@ -82,9 +82,13 @@ const KNOWN: &[&str] = &[
     "OSService",
     "AliasService",
     "AliasNode",
+    "SourceIP",
 ];
 
-/// Keys whose values are user maps: their keys are kept verbatim.
+/// Keys whose values, when they are objects, are user maps: their keys are
+/// kept verbatim (header names in a check's `Header` and in the `Add`/`Set`
+/// of header changes, metadata, opaque proxy `Config`). A router's `Header`
+/// is a list of conditions and is normalized like any other value.
 const OPAQUE: &[&str] = &[
     "Meta",
     "NodeMeta",
@@ -92,7 +96,13 @@ const OPAQUE: &[&str] = &[
     "Config",
     "ServiceMeta",
     "LegacyMeta",
+    "Add",
+    "Set",
 ];
+
+/// Keys whose values are maps from user names (an address kind, a subset
+/// name, `*`) to records: the names are kept, the records normalized.
+const KEYED: &[&str] = &["TaggedAddresses", "Subsets", "Failover"];
 
 /// The canonical name of a key.
 pub fn canonical(key: &str) -> String {
@@ -134,17 +144,12 @@ pub fn normalize(value: Value) -> Value {
                 if key == "Name" && out.contains_key("Name") {
                     continue;
                 }
-                let v = if OPAQUE.contains(&key.as_str()) {
-                    v
-                } else if key == "TaggedAddresses" {
-                    match v {
-                        Value::Object(m) => {
-                            Value::Object(m.into_iter().map(|(k, v)| (k, normalize(v))).collect())
-                        }
-                        other => other,
+                let v = match v {
+                    v @ Value::Object(_) if OPAQUE.contains(&key.as_str()) => v,
+                    Value::Object(m) if KEYED.contains(&key.as_str()) => {
+                        Value::Object(m.into_iter().map(|(k, v)| (k, normalize(v))).collect())
                     }
-                } else {
-                    normalize(v)
+                    other => normalize(other),
                 };
                 out.insert(key, v);
             }
@@ -178,5 +183,28 @@ mod tests {
         assert_eq!(v["Service"]["Meta"]["my_key"], "v");
         assert_eq!(v["Service"]["Check"]["Header"]["x-foo"][0], "1");
         assert_eq!(v["Service"]["Name"], "web");
+    }
+
+    #[test]
+    fn config_entry_user_names_are_kept() {
+        let v = normalize(json!({"kind": "service-resolver", "default_subset": "v1",
+            "subsets": {"v1": {"filter": "Service.Meta.version == v1", "only_passing": true}},
+            "failover": {"*": {"service_subset": "v1"}},
+            "load_balancer": {"hash_policies": [{"source_ip": true}]}}));
+        assert_eq!(v["Subsets"]["v1"]["Filter"], "Service.Meta.version == v1");
+        assert_eq!(v["Subsets"]["v1"]["OnlyPassing"], true);
+        assert_eq!(v["Failover"]["*"]["ServiceSubset"], "v1");
+        assert_eq!(v["LoadBalancer"]["HashPolicies"][0]["SourceIP"], true);
+
+        let v = normalize(json!({"routes": [{"match": {"http": {
+            "header": [{"name": "x-debug", "exact": "1"}]}},
+            "destination": {"request_headers": {"set": {"x-Version": "2"}, "remove": ["x_y"]}}}]}));
+        let route = &v["Routes"][0];
+        assert_eq!(route["Match"]["HTTP"]["Header"][0]["Name"], "x-debug");
+        assert_eq!(
+            route["Destination"]["RequestHeaders"]["Set"]["x-Version"],
+            "2"
+        );
+        assert_eq!(route["Destination"]["RequestHeaders"]["Remove"][0], "x_y");
     }
 }

@@ -5,6 +5,7 @@
 
 mod catalog;
 mod duration;
+pub mod hcl;
 pub mod keys;
 mod kv;
 mod session;
