@@ -95,7 +95,7 @@ scrape_configs:
         regex: (.+)
         target_label: __param_format
       - source_labels: [__meta_consul_service]
-        target_label: service
+        target_label: consul_service
 YAML
 promtool check config "$WORK/prometheus.yml" >/dev/null
 prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/data" \
@@ -117,13 +117,61 @@ at_least() {
     [[ -n "$v" ]] && python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)' "$v" "$2"
 }
 
-wait_for "Prometheus to scrape the agent" at_least 'up{service="mesh-agent"}' 1
+wait_for "Prometheus to scrape the agent" at_least 'up{consul_service="mesh-agent"}' 1
 ok "Prometheus discovers the agent through /v1/agent/prometheus-sd and scrapes it"
 
 curl -sf -X PUT "$HTTP/v1/kv/compat/prom" -d hello >/dev/null
-wait_for "the agent's Raft counter" at_least 'mesh_raft_applies_total{service="mesh-agent"}' 1
+wait_for "the agent's Raft counter" at_least 'mesh_raft_applies_total{consul_service="mesh-agent"}' 1
 wait_for "the agent's KV PUT counter" at_least \
-    'mesh_http_requests_total{service="mesh-agent",method="PUT",path="/v1/kv/{*key}"}' 1
+    'mesh_http_requests_total{consul_service="mesh-agent",method="PUT",path="/v1/kv/{*key}"}' 1
 ok "mesh_raft_applies_total and mesh_http_requests_total read back through Prometheus's API"
+
+# Two sidecars with metrics: billing (HTTP, behind python's http.server) and
+# web, whose upstream is billing. Each registration says where its metrics
+# are (Meta.metrics_port) and asks its proxy to serve them there
+# (Proxy.Config.prometheus_bind_addr).
+BACKEND_PORT=$(free_port)
+mkdir -p "$WORK/www"
+echo "billing" >"$WORK/www/index.html"
+python3 -m http.server "$BACKEND_PORT" --bind 127.0.0.1 --directory "$WORK/www" \
+    >"$WORK/backend.log" 2>&1 &
+PIDS+=($!)
+cat >"$WORK/billing-defaults.hcl" <<'HCL'
+Kind     = "service-defaults"
+Name     = "billing"
+Protocol = "http"
+HCL
+"$MESH" config write "$WORK/billing-defaults.hcl" >/dev/null
+
+UPSTREAM_PORT=$(free_port)
+register() { # NAME PORT UPSTREAMS_JSON: registers NAME with a metrics-serving sidecar
+    local name=$1 port=$2 upstreams=$3 sidecar metrics
+    sidecar=$(free_port)
+    metrics=$(free_port)
+    curl -sf -X PUT "$HTTP/v1/agent/service/register" -d "{
+      \"Name\": \"$name\", \"Port\": $port,
+      \"Connect\": {\"SidecarService\": {\"Port\": $sidecar,
+        \"Meta\": {\"metrics_port\": \"$metrics\"},
+        \"Proxy\": {\"Upstreams\": $upstreams,
+                    \"Config\": {\"prometheus_bind_addr\": \"127.0.0.1:$metrics\",
+                                 \"bind_address\": \"127.0.0.1\"}}}}}" >/dev/null
+    "$MESH" proxy -sidecar-for "$name" >"$WORK/$name-proxy.out" 2>"$WORK/$name-proxy.log" &
+    PIDS+=($!)
+}
+register billing "$BACKEND_PORT" '[]'
+register web 1 "[{\"DestinationName\": \"billing\", \"LocalBindPort\": $UPSTREAM_PORT}]"
+
+served() { [[ "$(curl -s --max-time 2 "http://127.0.0.1:$UPSTREAM_PORT/")" == billing ]]; }
+wait_for "an HTTP request through web's sidecar to billing" served
+for _ in $(seq 20); do curl -sf "http://127.0.0.1:$UPSTREAM_PORT/" >/dev/null; done
+ok "HTTP requests cross the web and billing sidecars"
+
+wait_for "both sidecars scraped" at_least 'count(up{consul_service=~".*-sidecar-proxy"} == 1)' 2
+ok "Prometheus discovers both sidecars' metrics endpoints from their registrations"
+wait_for "web's outbound request counter" at_least \
+    'sum(mesh_proxy_requests_total{consul_service="web-sidecar-proxy",direction="outbound",upstream="billing",code_class="2xx"})' 20
+wait_for "billing's inbound request counter" at_least \
+    'sum(mesh_proxy_requests_total{consul_service="billing-sidecar-proxy",direction="inbound",code_class="2xx"})' 20
+ok "mesh_proxy_requests_total from both proxies read back through Prometheus's API"
 
 echo "prometheus: $passed passed, 0 failed"

@@ -10,6 +10,7 @@ mod connect;
 mod dns;
 mod health;
 mod kv;
+mod l7;
 mod l7_config;
 mod mesh;
 mod metrics;
