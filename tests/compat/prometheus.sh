@@ -26,39 +26,12 @@ if ! command -v prometheus >/dev/null 2>&1; then
     apt-get install -y -qq --no-install-recommends prometheus
 fi
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/mesh-prom.XXXXXX")
-PIDS=()
-cleanup() {
-    local rc=$?
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ $rc != 0 ]]; then
-        for f in "$WORK"/*.log; do echo "--- $f" >&2; tail -n 20 "$f" >&2 || true; done
-    fi
-    rm -rf "$WORK"
-    exit "$rc"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_for() {
-    local what=$1
-    shift
-    local end=$((SECONDS + DEADLINE))
-    until "$@"; do
-        ((SECONDS < end)) || { echo "prometheus: timed out waiting for $what" >&2; exit 1; }
-        sleep 0.5
-    done
-}
-passed=0
-ok() { passed=$((passed + 1)); echo "  ok   $1"; }
+SUITE=prometheus
+# shellcheck source=tests/compat/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 "$MESH" agent -dev -http-port=0 -dns-port=0 >"$WORK/agent.out" 2>"$WORK/agent.log" &
 PIDS+=($!)
-http_port() { sed -n 's/.*Client Addr: .*(HTTP: \([0-9]*\),.*/\1/p' "$WORK/agent.out" | head -n 1; }
-agent_up() { [[ -n "$(http_port)" ]]; }
 wait_for "the agent" agent_up
 HTTP_PORT=$(http_port)
 HTTP="http://127.0.0.1:$HTTP_PORT"

@@ -70,18 +70,7 @@ async fn roots_leaves_and_rotation() {
         let client = a.client.clone();
         tokio::spawn(async move { client.get(url).send().await.unwrap().text().await.unwrap() })
     };
-    let file = write_file(
-        dir.path(),
-        "ca.json",
-        r#"{"Provider":"consul","Config":{"RootCertTTL":"43800h"}}"#,
-    );
-    a.cli_ok(&[
-        "connect",
-        "ca",
-        "set-config",
-        "-config-file",
-        &file.display().to_string(),
-    ]);
+    a.set_ca_config(r#"{"Provider":"consul","Config":{"RootCertTTL":"43800h"}}"#);
     let r = a.get("/v1/connect/ca/roots").await.json();
     let roots = r["Roots"].as_array().unwrap();
     assert_eq!(roots.len(), 2, "the old root is kept while leaves rotate");

@@ -162,19 +162,7 @@ async fn traffic_survives_a_lost_instance_and_a_root_rotation() {
             Ok(ok)
         })
     };
-    let dir = tempfile::tempdir().unwrap();
-    let file = write_file(
-        dir.path(),
-        "ca.json",
-        r#"{"Provider":"consul","Config":{"RootCertTTL":"43000h"}}"#,
-    );
-    a.cli_ok(&[
-        "connect",
-        "ca",
-        "set-config",
-        "-config-file",
-        &file.display().to_string(),
-    ]);
+    a.set_ca_config(r#"{"Provider":"consul","Config":{"RootCertTTL":"43000h"}}"#);
     let after = a.get("/v1/connect/ca/roots").await.json()["ActiveRootID"].clone();
     assert_ne!(before, after, "the root rotated");
     let good = stream

@@ -5,7 +5,7 @@
 //! test passes merely because nothing works.
 
 use crate::support::{
-    echo, echo_server, eventually, instance, round_trip, write_file, Agent, MeshProcess, PROXY_WAIT,
+    echo, echo_server, eventually, instance, round_trip, Agent, MeshProcess, PROXY_WAIT,
 };
 use mesh_ca::rustls::pki_types::ServerName;
 use mesh_ca::{
@@ -143,17 +143,9 @@ async fn the_sidecar_refuses_an_expired_leaf_of_a_provided_root() {
     // wrong with it.
     let now = SystemTime::now();
     let (own, root, key) = own_ca(&cluster_id, now - 30 * DAY);
-    let dir = tempfile::tempdir().unwrap();
     let config = serde_json::json!({"Provider": "consul",
         "Config": {"RootCert": root.root_cert, "PrivateKey": key.private_key_pem}});
-    let file = write_file(dir.path(), "ca.json", &config.to_string());
-    a.cli_ok(&[
-        "connect",
-        "ca",
-        "set-config",
-        "-config-file",
-        &file.display().to_string(),
-    ]);
+    a.set_ca_config(&config.to_string());
     let roots = a.get("/v1/connect/ca/roots").await.json();
     assert_eq!(
         roots["ActiveRootID"],

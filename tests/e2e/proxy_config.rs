@@ -139,19 +139,7 @@ async fn a_sidecar_gets_its_config_and_every_change() {
     );
 
     // A CA rotation brings a second root and a leaf signed by the new one.
-    let ca = dir.path().join("ca.json");
-    std::fs::write(
-        &ca,
-        r#"{"Provider":"consul","Config":{"RootCertTTL":"43000h"}}"#,
-    )
-    .unwrap();
-    a.cli_ok(&[
-        "connect",
-        "ca",
-        "set-config",
-        "-config-file",
-        &ca.display().to_string(),
-    ]);
+    a.set_ca_config(r#"{"Provider":"consul","Config":{"RootCertTTL":"43000h"}}"#);
     let rotated = s
         .until("the new root and a leaf it signed", |v| {
             v["RootsPEM"].as_array().is_some_and(|r| r.len() == 2)

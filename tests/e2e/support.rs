@@ -171,6 +171,20 @@ impl Agent {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Applies the CA configuration `json` the way an operator does: from a
+    /// file, with `mesh connect ca set-config`.
+    pub fn set_ca_config(&self, json: &str) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write_file(dir.path(), "ca.json", json);
+        self.cli_ok(&[
+            "connect",
+            "ca",
+            "set-config",
+            "-config-file",
+            &file.display().to_string(),
+        ]);
+    }
+
     /// Kills the agent with SIGKILL and waits for it.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
