@@ -38,6 +38,9 @@ const MAX_EJECTION_FACTOR: u32 = 10;
 /// Points each endpoint gets on the hash ring.
 const RING_POINTS_PER_ENDPOINT: usize = 64;
 
+/// Entries in a Maglev lookup table: a prime, Envoy's default size.
+const MAGLEV_TABLE_SIZE: usize = 65_537;
+
 /// The live state of one endpoint address.
 #[derive(Debug)]
 pub(crate) struct EndpointState {
@@ -67,8 +70,10 @@ pub(crate) struct Balancer {
     policy: LbPolicy,
     hash_policies: Vec<HashPolicy>,
     next: AtomicUsize,
-    /// For the hashing policies: (point, endpoint index), sorted by point.
+    /// For `ring_hash`: (point, endpoint index), sorted by point.
     ring: Vec<(u64, usize)>,
+    /// For `maglev`: the lookup table, an endpoint index per slot.
+    table: Vec<u32>,
 }
 
 // === impl EndpointTable ===
@@ -162,10 +167,8 @@ impl Drop for InFlight {
 impl Balancer {
     /// A balancer over `endpoints` (their order fixes the hash ring).
     pub(crate) fn new(lb: &LoadBalancer, endpoints: &[SocketAddr]) -> Self {
-        // Maglev shares the ring: both are consistent hashing, which is
-        // what callers rely on.
         let ring = match lb.policy {
-            LbPolicy::RingHash | LbPolicy::Maglev => {
+            LbPolicy::RingHash => {
                 let mut ring: Vec<(u64, usize)> = endpoints
                     .iter()
                     .enumerate()
@@ -178,11 +181,16 @@ impl Balancer {
             }
             _ => Vec::new(),
         };
+        let table = match lb.policy {
+            LbPolicy::Maglev => maglev_table(endpoints, MAGLEV_TABLE_SIZE),
+            _ => Vec::new(),
+        };
         Self {
             policy: lb.policy,
             hash_policies: lb.hash_policies.clone(),
             next: AtomicUsize::new(0),
             ring,
+            table,
         }
     }
 
@@ -225,6 +233,9 @@ impl Balancer {
                 }
             }
             LbPolicy::RingHash | LbPolicy::Maglev => match self.request_hash(req, peer) {
+                Some(hash) if self.policy == LbPolicy::Maglev => {
+                    self.in_table(hash, &candidates)?
+                }
                 Some(hash) => self.on_ring(hash, &candidates)?,
                 None => candidates[rand::thread_rng().gen_range(0..n)],
             },
@@ -240,6 +251,16 @@ impl Balancer {
             .iter()
             .chain(after)
             .map(|(_, i)| *i)
+            .find(|i| candidates.contains(i))
+    }
+
+    /// The candidate in `hash`'s slot of the Maglev table, or in the next
+    /// slot holding a candidate (the chosen one was tried or ejected).
+    fn in_table(&self, hash: u64, candidates: &[usize]) -> Option<usize> {
+        let len = self.table.len();
+        let start = (hash % len as u64) as usize;
+        (0..len)
+            .map(|step| self.table[(start + step) % len] as usize)
             .find(|i| candidates.contains(i))
     }
 
@@ -289,6 +310,44 @@ fn policy_value<B>(policy: &HashPolicy, req: &Request<B>, peer: SocketAddr) -> O
             .map(|(_, v)| v.as_bytes().to_vec()),
         _ => None,
     }
+}
+
+/// Maglev's lookup table (Eisenbud et al., NSDI 2016) of `size` slots (a
+/// prime) over `endpoints`: each endpoint walks its own permutation of the
+/// slots, taking turns, so every endpoint gets `size / n` slots (±1) and a
+/// change of endpoints moves few of them.
+fn maglev_table(endpoints: &[SocketAddr], size: usize) -> Vec<u32> {
+    let n = endpoints.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let perms: Vec<(usize, usize)> = endpoints
+        .iter()
+        .map(|addr| {
+            let offset = (hash_of(&(addr, "offset")) % size as u64) as usize;
+            let skip = (hash_of(&(addr, "skip")) % (size as u64 - 1)) as usize + 1;
+            (offset, skip)
+        })
+        .collect();
+    let mut table = vec![u32::MAX; size];
+    let mut next = vec![0usize; n];
+    let mut filled = 0;
+    'fill: loop {
+        for (i, (offset, skip)) in perms.iter().enumerate() {
+            let mut slot = (offset + next[i] * skip) % size;
+            while table[slot] != u32::MAX {
+                next[i] += 1;
+                slot = (offset + next[i] * skip) % size;
+            }
+            table[slot] = i as u32;
+            next[i] += 1;
+            filled += 1;
+            if filled == size {
+                break 'fill;
+            }
+        }
+    }
+    table
 }
 
 fn hash_of<T: Hash>(value: &T) -> u64 {
@@ -401,6 +460,35 @@ mod tests {
             }
             assert_eq!(seen.len(), 4, "{policy:?} used only {seen:?}");
         }
+    }
+
+    #[test]
+    fn the_maglev_table_is_balanced_and_moves_little_when_an_endpoint_goes() {
+        let addrs: Vec<SocketAddr> = (0..5u16)
+            .map(|i| SocketAddr::from(([10, 0, 0, 1], 8000 + i)))
+            .collect();
+        let size = 1009;
+        let table = maglev_table(&addrs, size);
+        let mut per = [0usize; 5];
+        for &i in &table {
+            per[i as usize] += 1;
+        }
+        for count in per {
+            assert!((size / 5..=size / 5 + 1).contains(&count), "{per:?}");
+        }
+        // Without the last endpoint, the slots of the others mostly stay.
+        let fewer = maglev_table(&addrs[..4], size);
+        let kept = table
+            .iter()
+            .zip(&fewer)
+            .filter(|(a, b)| **a != 4 && a == b)
+            .count();
+        let owned = table.iter().filter(|a| **a != 4).count();
+        assert!(
+            kept * 10 >= owned * 8,
+            "only {kept} of {owned} slots stayed"
+        );
+        assert!(maglev_table(&[], size).is_empty());
     }
 
     #[test]
