@@ -171,7 +171,7 @@ wait_for "web-1 in /v1/health/service/web?passing" in_health
 
 # ------------------------------------------------------------------ checks
 
-export MESH_HTTP_PORT=$HTTP_PORT MESH_DNS_PORT=$DNS_PORT MESH_NODE=$NODE
+export MESH_HTTP_PORT=$HTTP_PORT MESH_DNS_PORT=$DNS_PORT MESH_NODE=$NODE MESH_BIN=$MESH
 export PATH="$VENV/bin:$PATH" PYTHONDONTWRITEBYTECODE=1
 
 failed=0

@@ -19,9 +19,11 @@ import json
 import os
 import re
 import socket
+import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 
 import consul
@@ -951,6 +953,116 @@ def test_grpc_check_follows_the_standard_health_service(c, services):
         )
         assert check_status(c, f"service:{unknown}") == "critical"
     finally:
+        server.stop(0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_proxy(args, log):
+    """Starts `mesh proxy ARGS` against the agent, stderr to *log*; returns
+    the process, its stdout readable line by line."""
+    mesh = os.environ.get("MESH_BIN")
+    assert mesh, "run this through tests/compat/run.sh, which sets MESH_BIN"
+    env = dict(os.environ, CONSUL_HTTP_ADDR=f"127.0.0.1:{HTTP_PORT}")
+    proc = subprocess.Popen(
+        [mesh, "proxy", *args], stdout=subprocess.PIPE, stderr=log, env=env, text=True
+    )
+    return proc
+
+
+def wait_line(proc, marker: str) -> str:
+    """The rest of the first stdout line of *proc* containing *marker*."""
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            pytest.fail(f"the proxy exited before printing {marker!r}")
+        if marker in line:
+            return line.split(marker, 1)[1].strip()
+    pytest.fail(f"no {marker!r} line within {DEADLINE}s")
+
+
+def test_grpc_crosses_the_mesh(c, services):
+    """grpcio's client calls grpcio's health server through two mesh sidecars:
+    service-defaults says grpc, so the proxies carry HTTP/2 requests (h2c from
+    the client, mTLS with ALPN h2 between the sidecars, h2c to the server)."""
+    from concurrent import futures
+
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    procs = []
+    try:
+        name = uniq("grpcmesh")
+        servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        defaults = {"Kind": "service-defaults", "Name": name, "Protocol": "grpc"}
+        assert c.http.put(CB.boolean(), "/v1/config", data=json.dumps(defaults))
+        body = {
+            "ID": name,
+            "Name": name,
+            "Port": port,
+            "Connect": {"SidecarService": {"Port": free_port(),
+                                           "Proxy": {"Config": {"bind_address": "127.0.0.1"}}}},
+        }
+        assert c.http.put(CB.boolean(), "/v1/agent/service/register", data=json.dumps(body))
+        services.append(name)
+        services.append(f"{name}-sidecar-proxy")
+        log = tempfile.TemporaryFile(mode="w+")
+        sidecar = start_proxy(["-sidecar-for", name], log)
+        procs.append(sidecar)
+        wait_line(sidecar, "Public listener:")
+        metrics = free_port()
+        client = start_proxy(
+            ["-service", "web", "-upstream", f"{name}:0", "-metrics-addr", f"127.0.0.1:{metrics}"],
+            log,
+        )
+        procs.append(client)
+        upstream = wait_line(client, f"Upstream {name}:")
+
+        def serving():
+            with grpc.insecure_channel(upstream) as channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=2)
+                except grpc.RpcError:
+                    return None
+                return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+        assert wait_until(serving, "a gRPC call through the sidecars")
+        servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        with grpc.insecure_channel(upstream) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            for _ in range(20):
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+                assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            # A gRPC error status crosses the mesh as the server sent it.
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Check(health_pb2.HealthCheckRequest(service="no-such-service"), timeout=5)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        # The calls were carried as HTTP/2 requests (L7), not as opaque bytes.
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        counted = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("mesh_proxy_requests_total{")
+            and f'upstream="{name}"' in line
+            and 'direction="outbound"' in line
+        )
+        assert counted >= 21, text
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=15)
         server.stop(0)
 
 
