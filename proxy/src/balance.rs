@@ -7,9 +7,10 @@
 //! atomic.
 //!
 //! Outlier detection is passive, as Envoy's `consecutive_5xx`: an endpoint
-//! that answers [`EJECT_AFTER`] 5xx responses (or refused connections) in a
-//! row is ejected for [`BASE_EJECTION`] times the number of times it was
-//! ejected before (capped). An ejected endpoint is skipped while a target
+//! that answers the upstream's `MaxFailures` 5xx responses (or refused
+//! connections) in a row is ejected for its `BaseEjectionTime` times the
+//! number of times it was ejected before (capped; see
+//! [`crate::OutlierDetection`]). An ejected endpoint is skipped while a target
 //! has another one; a target whose endpoints are all ejected is treated as
 //! having none healthy (failover applies), and when nothing else is left the
 //! ejected endpoints serve anyway: ejection never takes every endpoint away.
@@ -20,20 +21,15 @@ use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use hyper::header::COOKIE;
 use hyper::Request;
 use rand::Rng;
 use tokio::time::Instant;
 
-use crate::chain::{HashPolicy, LbPolicy, LoadBalancer};
+use crate::chain::{HashPolicy, LbPolicy, LoadBalancer, OutlierDetection};
 
-/// Consecutive 5xx responses or connect failures that eject an endpoint.
-pub(crate) const EJECT_AFTER: u32 = 5;
-/// The first ejection's length; each further one adds as much again.
-pub(crate) const BASE_EJECTION: Duration = Duration::from_secs(30);
-/// At most this many times [`BASE_EJECTION`].
+/// An ejection lasts at most this many times the base ejection time.
 const MAX_EJECTION_FACTOR: u32 = 10;
 /// Points each endpoint gets on the hash ring.
 const RING_POINTS_PER_ENDPOINT: usize = 64;
@@ -123,23 +119,24 @@ impl EndpointState {
 
     /// Records the outcome of one request (`ok`: neither a 5xx nor a connect
     /// failure). Returns true when this failure ejected the endpoint.
-    pub(crate) fn record(&self, ok: bool) -> bool {
+    pub(crate) fn record(&self, ok: bool, policy: &OutlierDetection) -> bool {
+        let base = u64::try_from(policy.base_ejection_time.as_millis()).unwrap_or(u64::MAX);
         if ok {
             self.consecutive_failures.store(0, Ordering::Relaxed);
             // Back for a whole base period: the back-off starts over.
             let until = self.ejected_until_ms.load(Ordering::Relaxed);
-            if until != 0 && self.now_ms() > until + BASE_EJECTION.as_millis() as u64 {
+            if until != 0 && self.now_ms() > until.saturating_add(base) {
                 self.ejections.store(0, Ordering::Relaxed);
             }
             return false;
         }
         let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures < EJECT_AFTER || self.is_ejected() {
+        if failures < policy.max_failures.max(1) || self.is_ejected() {
             return false;
         }
         self.consecutive_failures.store(0, Ordering::Relaxed);
         let times = (self.ejections.fetch_add(1, Ordering::Relaxed) + 1).min(MAX_EJECTION_FACTOR);
-        let length = BASE_EJECTION.as_millis() as u64 * u64::from(times);
+        let length = base.saturating_mul(u64::from(times));
         self.ejected_until_ms
             .store(self.now_ms().saturating_add(length), Ordering::Relaxed);
         true
@@ -409,10 +406,11 @@ mod tests {
             );
         }
 
-        for _ in 0..EJECT_AFTER - 1 {
-            assert!(!eps[2].record(false));
+        let policy = OutlierDetection::default();
+        for _ in 0..policy.max_failures - 1 {
+            assert!(!eps[2].record(false, &policy));
         }
-        assert!(eps[2].record(false));
+        assert!(eps[2].record(false, &policy));
         assert!(eps[2].is_ejected());
         for _ in 0..4 {
             assert_ne!(
@@ -433,13 +431,37 @@ mod tests {
     fn a_success_resets_the_failure_streak() {
         let table = EndpointTable::default();
         let ep = table.get("127.0.0.1:9".parse().unwrap());
+        let policy = OutlierDetection::default();
         for _ in 0..3 {
-            for _ in 0..EJECT_AFTER - 1 {
-                assert!(!ep.record(false));
+            for _ in 0..policy.max_failures - 1 {
+                assert!(!ep.record(false, &policy));
             }
-            assert!(!ep.record(true));
+            assert!(!ep.record(true, &policy));
         }
         assert!(!ep.is_ejected());
+    }
+
+    #[test]
+    fn the_upstreams_policy_sets_the_threshold_and_the_back_off() {
+        use std::time::Duration;
+
+        let table = EndpointTable::default();
+        let ep = table.get("127.0.0.1:9".parse().unwrap());
+        let policy = OutlierDetection {
+            max_failures: 2,
+            base_ejection_time: Duration::from_secs(600),
+        };
+        assert!(!ep.record(false, &policy));
+        assert!(ep.record(false, &policy), "ejected after 2");
+        let until = ep.ejected_until_ms.load(Ordering::Relaxed);
+        assert!(until >= ep.now_ms() + 599_000, "for the base ejection time");
+        // Zero failures would never eject; it counts as one.
+        let other = table.get("127.0.0.1:10".parse().unwrap());
+        let zero = OutlierDetection {
+            max_failures: 0,
+            ..policy
+        };
+        assert!(other.record(false, &zero));
     }
 
     #[test]

@@ -46,6 +46,35 @@ pub struct Chain {
     /// (`<subset>.<service>.default.<dc>`, or `<service>.default.<dc>`
     /// without a subset, as Consul names chain targets).
     pub targets: BTreeMap<String, Target>,
+    /// When an endpoint is ejected for failing (Consul's
+    /// `PassiveHealthCheck`); none: 5 failures in a row, 30 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+/// Passive health checking of an upstream's endpoints: an endpoint that
+/// answers `MaxFailures` 5xx responses (or refused connections) in a row is
+/// ejected for `BaseEjectionTime` times the number of times it was ejected
+/// (up to 10x).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Failures in a row that eject an endpoint (at least 1).
+    pub max_failures: u32,
+    /// The first ejection's length.
+    #[serde(with = "crate::config::go_duration")]
+    pub base_ejection_time: Duration,
+}
+
+impl Default for OutlierDetection {
+    /// Envoy's defaults, which Consul keeps when `PassiveHealthCheck` is
+    /// unset: 5 failures, 30 s.
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            base_ejection_time: Duration::from_secs(30),
+        }
+    }
 }
 
 /// One route: a match, and what a matching request does.

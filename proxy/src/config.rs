@@ -320,7 +320,7 @@ impl fmt::Debug for ProxyConfig {
 
 /// Durations as Go duration strings (`"1h"`, `"10s"`, `"250ms"`), as
 /// Consul writes them.
-mod go_duration {
+pub(crate) mod go_duration {
     use std::time::Duration;
 
     use serde::{de, Deserialize, Deserializer, Serializer};
@@ -511,6 +511,7 @@ mod tests {
                 },
             )]
             .into(),
+            ..Chain::default()
         };
         let upstream = |protocol, chain| Upstream {
             protocol,

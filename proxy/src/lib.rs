@@ -67,8 +67,8 @@ mod stats;
 mod tls;
 
 pub use chain::{
-    Chain, HashPolicy, HeaderChanges, HeaderMatch, HttpMatch, LbPolicy, LoadBalancer, Permission,
-    Protocol, QueryParamMatch, Route, Split, Target,
+    Chain, HashPolicy, HeaderChanges, HeaderMatch, HttpMatch, LbPolicy, LoadBalancer,
+    OutlierDetection, Permission, Protocol, QueryParamMatch, Route, Split, Target,
 };
 pub use config::{
     IntentionRule, ProxyConfig, PublicListener, Upstream, DEFAULT_CONNECT_TIMEOUT,

@@ -215,7 +215,7 @@ impl Call<'_> {
             let result = send(&client, req).await;
             drop(in_flight);
             let ok = matches!(&result, Ok(r) if !r.status().is_server_error());
-            if endpoint.record(ok) {
+            if endpoint.record(ok, &target.outlier) {
                 self.shared
                     .metrics
                     .ejected(&self.labels.upstream, &target.service, endpoint.addr);

@@ -16,7 +16,7 @@ use hyper::Request;
 use rand::Rng;
 
 use crate::balance::{Balancer, EndpointState, EndpointTable};
-use crate::chain::{Chain, HeaderChanges, Route, Target};
+use crate::chain::{Chain, HeaderChanges, OutlierDetection, Route, Target};
 use crate::matching::{invalid, PathMatch, RequestMatcher};
 use crate::ProxyError;
 
@@ -95,6 +95,8 @@ pub(crate) struct CompiledTarget {
     pub(crate) balancer: Balancer,
     /// Indexes of the failover targets, in order.
     failover: Vec<usize>,
+    /// When its endpoints are ejected (the upstream's).
+    pub(crate) outlier: OutlierDetection,
 }
 
 /// Header changes with names and values parsed.
@@ -146,7 +148,21 @@ impl Router {
                     .collect::<Result<_, _>>()?;
                 CompiledTarget::new(id, target, failover, table, &at)
             })
-            .collect::<Result<_, ProxyError>>()?;
+            .collect::<Result<Vec<_>, ProxyError>>()?;
+        let outlier = chain.outlier_detection.clone().unwrap_or_default();
+        if outlier.base_ejection_time.is_zero() {
+            return Err(invalid(
+                format!("{field}.OutlierDetection.BaseEjectionTime"),
+                "must be positive",
+            ));
+        }
+        let targets = targets
+            .into_iter()
+            .map(|t| CompiledTarget {
+                outlier: outlier.clone(),
+                ..t
+            })
+            .collect();
         let routes = chain
             .routes
             .iter()
@@ -338,6 +354,7 @@ impl CompiledTarget {
             request_timeout: target.request_timeout,
             balancer: Balancer::new(&target.load_balancer, &target.endpoints),
             failover,
+            outlier: OutlierDetection::default(),
         })
     }
 
@@ -430,6 +447,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            ..Chain::default()
         }
     }
 

@@ -310,6 +310,29 @@ async fn a_splitter_written_with_the_cli_reaches_the_chain_and_the_proxies() {
         })
         .await;
     assert!(even["Version"].as_u64() > split["Version"].as_u64());
+    assert!(
+        even["Upstreams"][0]["Chain"]
+            .get("OutlierDetection")
+            .is_none(),
+        "Envoy's defaults apply until web's service-defaults say otherwise"
+    );
+
+    // web's own service-defaults tune passive health checks of its upstreams.
+    config_write_ok(
+        &a,
+        dir,
+        "web-defaults.hcl",
+        "Kind = \"service-defaults\"\nName = \"web\"\nUpstreamConfig {\n  Defaults {\n    PassiveHealthCheck {\n      MaxFailures = 2\n      BaseEjectionTime = \"1m\"\n    }\n  }\n}\n",
+    );
+    let tuned = web
+        .until("the outlier detection settings", |c| {
+            c["Upstreams"][0]["Chain"].get("OutlierDetection").is_some()
+        })
+        .await;
+    assert_eq!(
+        tuned["Upstreams"][0]["Chain"]["OutlierDetection"],
+        serde_json::json!({"MaxFailures": 2, "BaseEjectionTime": "1m"})
+    );
 
     // The billing sidecar speaks http, and L7 intentions reach it.
     let mut billing = ConfigStream::open(

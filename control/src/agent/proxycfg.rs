@@ -19,12 +19,15 @@ use super::leaf::LeafCache;
 use super::Agent;
 use crate::config_entry::intentions::{sort_by_precedence, Action, WILDCARD};
 use crate::config_entry::kind as entry_kind;
+use crate::config_entry::service_defaults::PassiveHealthCheck;
 use crate::discovery_chain::proxy::{default_targets, to_proxy_chain};
 use crate::discovery_chain::{compile, ChainEntries, CompileRequest, Target};
 use crate::server::ca::CaOpError;
 use crate::state::{ca::CA, config_topic, table, StateData, Topic};
 use crate::structs::{kind, status, CheckServiceNode, NodeService};
-use mesh_proxy::{IntentionRule, Protocol, ProxyConfig, PublicListener, Upstream};
+use mesh_proxy::{
+    IntentionRule, OutlierDetection, Protocol, ProxyConfig, PublicListener, Upstream,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -305,6 +308,20 @@ fn target_endpoints(d: &StateData, dc: &str, target: &Target) -> Vec<SocketAddr>
         .collect()
 }
 
+/// Consul's `PassiveHealthCheck` as the proxy applies it; an unset field
+/// keeps Envoy's default, as Consul does.
+fn outlier_detection(p: &PassiveHealthCheck) -> OutlierDetection {
+    let default = OutlierDetection::default();
+    OutlierDetection {
+        max_failures: Some(p.max_failures)
+            .filter(|n| *n > 0)
+            .unwrap_or(default.max_failures),
+        base_ejection_time: Some(p.base_ejection_time.0)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(default.base_ejection_time),
+    }
+}
+
 /// Parses a chain protocol into the proxy's.
 fn protocol(p: &str) -> Protocol {
     match p {
@@ -357,9 +374,12 @@ impl UpstreamCtx<'_> {
             }
         };
         targets.extend(compiled.targets.values().map(|t| t.service.clone()));
-        let chain = to_proxy_chain(&compiled, |t| {
+        let mut chain = to_proxy_chain(&compiled, |t| {
             target_endpoints(self.store, self.datacenter, t)
         });
+        chain.outlier_detection = settings
+            .and_then(|s| s.passive_health_check.as_ref())
+            .map(outlier_detection);
         let endpoints = default_targets(&chain)
             .into_iter()
             .filter_map(|id| chain.targets.get(id))
@@ -795,6 +815,26 @@ mod tests {
         ] {
             assert!(topics.contains(&Topic::Exact(t.into())), "{t}: {topics:?}");
         }
+    }
+
+    #[test]
+    fn passive_health_checks_keep_envoys_defaults_for_unset_fields() {
+        let set = PassiveHealthCheck {
+            max_failures: 3,
+            base_ejection_time: crate::structs::ConsulDuration(Duration::from_secs(90)),
+            ..PassiveHealthCheck::default()
+        };
+        assert_eq!(
+            outlier_detection(&set),
+            OutlierDetection {
+                max_failures: 3,
+                base_ejection_time: Duration::from_secs(90)
+            }
+        );
+        assert_eq!(
+            outlier_detection(&PassiveHealthCheck::default()),
+            OutlierDetection::default()
+        );
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! and whether its sidecar speaks HTTP — and defaults for its upstreams
 //! (`UpstreamConfig`).
 //!
-//! The settings mesh's proxies have no use for yet (`Mode`,
-//! `TransparentProxy`, `MeshGateway`, upstream `Limits` and
-//! `PassiveHealthCheck`) are checked and stored, so an entry written for
-//! Consul is accepted as it is.
+//! An upstream's `PassiveHealthCheck` (`MaxFailures`, `BaseEjectionTime`)
+//! tunes the proxies' outlier detection. The settings mesh's proxies have
+//! no use for yet (`Mode`, `TransparentProxy`, `MeshGateway`, upstream
+//! `Limits`, `PassiveHealthCheck.Interval` and
+//! `EnforcingConsecutive5xx`) are checked and stored, so an entry written
+//! for Consul is accepted as it is.
 
 use super::{check_default_scope, FieldError, KindSpec, PROTOCOLS};
 use crate::structs::ConsulDuration;

@@ -135,7 +135,11 @@ pub fn to_proxy_chain(
             (t.id.clone(), target)
         })
         .collect();
-    Chain { routes, targets }
+    Chain {
+        routes,
+        targets,
+        outlier_detection: None,
+    }
 }
 
 /// The target the chain's catch-all sends requests to first, and its

@@ -198,6 +198,7 @@ pub fn chain(routes: Vec<Route>, targets: Vec<(String, Target)>) -> Chain {
     Chain {
         routes,
         targets: targets.into_iter().collect(),
+        ..Chain::default()
     }
 }
 
