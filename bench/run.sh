@@ -16,82 +16,29 @@
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$BENCH_DIR/lib.sh"
+LOG_PREFIX=bench
+KEPT_WHAT="data and logs"
 DURATION="${DURATION:-8}"
 ROUNDS="${ROUNDS:-2}"
 CONCURRENCY="${CONCURRENCY:-1,64}"
 MAX_REQUESTS="${MAX_REQUESTS:-200000}"
 VALUE_SIZE="${VALUE_SIZE:-128}"
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-
 # --- install (idempotent) -----------------------------------------------------
-if [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
-    if ! command -v etcd >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
-        log "installing etcd-server (and curl) from Debian"
-        SUDO=""
-        [[ "$(id -u)" != 0 ]] && SUDO="sudo"
-        $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq etcd-server etcd-client curl >/dev/null
-    fi
-fi
+install_missing etcd:etcd-server etcd:etcd-client curl ss:iproute2
 command -v etcd >/dev/null || { log "etcd not found (apt-get install etcd-server)"; exit 1; }
-for tool in cargo curl python3; do
-    command -v "$tool" >/dev/null || { log "$tool not found"; exit 1; }
-done
+require_tools cargo curl ss
 # The Debian package may start a system etcd on 2379 where systemd runs; we never
 # use the default ports, so it cannot collide with ours.
 
 # --- build --------------------------------------------------------------------
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    if [[ -z "${MESH_BIN:-}" ]]; then
-        log "building mesh (release); waits for the cargo lock if another build runs"
-        (cd "$ROOT" && cargo build --release --quiet --bin mesh)
-    fi
-    log "building the load generator (bench/loadgen, its own workspace)"
-    (cd "$BENCH_DIR/loadgen" && cargo build --release --quiet)
-fi
-MESH="${MESH_BIN:-$ROOT/target/release/mesh}"
-LOADGEN="$BENCH_DIR/loadgen/target/release/mesh-loadgen"
-[[ -x "$MESH" ]] || { log "missing $MESH"; exit 1; }
-[[ -x "$LOADGEN" ]] || { log "missing $LOADGEN"; exit 1; }
+build_mesh
+build_loadgen "$BENCH_DIR/loadgen" mesh-loadgen
 
 # --- start both servers -------------------------------------------------------
-WORK="$(mktemp -d /tmp/mesh-bench.XXXXXX)"
-PIDS=()
-cleanup() {
-    local rc=$?
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        # bounded wait, then force
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ "${KEEP_DATA:-0}" == 1 || $rc != 0 ]]; then
-        log "data and logs kept in $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit $rc
-}
-trap cleanup EXIT INT TERM
-
-# A free loopback port: bind 0, read it, close. Racy in theory, fine here.
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
-    local secs=$1 what=$2; shift 2
-    local deadline=$((SECONDS + secs))
-    until "$@" >/dev/null 2>&1; do
-        if (( SECONDS >= deadline )); then log "timed out waiting for $what"; return 1; fi
-        sleep 0.1
-    done
-}
+make_workdir mesh-bench
 
 log "starting mesh (persistent, -data-dir, fsync'd Raft log)"
 mesh_port() { sed -n 's/.*Client Addr:.*(HTTP: \([0-9][0-9]*\),.*/\1/p' "$WORK/mesh.out" | head -n1; }
@@ -120,12 +67,11 @@ done
 [[ -n "$MESH_PORT" ]] || { log "mesh did not start"; cat "$WORK/mesh.err" >&2; exit 1; }
 MESH_URL="http://127.0.0.1:$MESH_PORT"
 mesh_leader() { curl -fsS "$MESH_URL/v1/status/leader" | grep -q '"[^"]'; }
-wait_for 30 "a mesh Raft leader" mesh_leader
+wait_for 30 "a mesh Raft leader" "" mesh_leader
 
 log "starting etcd $(etcd --version | head -n1 | awk '{print $3}') (default fsync'd WAL)"
-ETCD_CLIENT_PORT="$(free_port)"
-ETCD_PEER_PORT="$(free_port)"
-while [[ "$ETCD_PEER_PORT" == "$ETCD_CLIENT_PORT" ]]; do ETCD_PEER_PORT="$(free_port)"; done
+mapfile -t ETCD_PORTS < <(pick_ports 2)
+ETCD_CLIENT_PORT=${ETCD_PORTS[0]} ETCD_PEER_PORT=${ETCD_PORTS[1]}
 ETCD_URL="http://127.0.0.1:$ETCD_CLIENT_PORT"
 ETCD_PEER="http://127.0.0.1:$ETCD_PEER_PORT"
 etcd --name bench --data-dir "$WORK/etcd-data" \
@@ -136,23 +82,20 @@ etcd --name bench --data-dir "$WORK/etcd-data" \
 ETCD_PID=$!
 PIDS+=("$ETCD_PID")
 etcd_healthy() { curl -fsS "$ETCD_URL/health" | grep -q '"health":"true"'; }
-wait_for 30 "etcd /health" etcd_healthy
+wait_for 30 "etcd /health" "" etcd_healthy
 
 if [[ -n "${MESH_REV:-}" ]]; then
     REV="$MESH_REV"
 elif [[ -n "${MESH_BIN:-}" ]]; then
     REV="(binary $MESH_BIN)"
 else
-    REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    if [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then REV="$REV+dirty"; fi
+    REV="$(git_rev)"
 fi
 log "mesh $REV at $MESH_URL, etcd at $ETCD_URL; data in $WORK"
 log "cases: kv-put and catalog-register x clients {$CONCURRENCY}, ${DURATION}s each per system, $ROUNDS round(s)"
 
 # --- run ------------------------------------------------------------------------
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Other builds on this 2-core machine skew results: say whether any ran.
-noise() { echo "load avg $(cut -d' ' -f1-3 /proc/loadavg), rustc processes running: $(pgrep -c -x rustc || true)"; }
 log "before: $(noise)"
 # Sample once a second while the load runs: is another build (rustc) running? How
 # many snapshots has mesh written (snapshot file mtime changes)?
@@ -163,7 +106,7 @@ log "before: $(noise)"
         snap="$(stat -c %Y.%s "$WORK/mesh-data/raft/snapshot.json" 2>/dev/null || true)"
         changed=0
         [[ -n "$snap" && "$snap" != "$last" ]] && changed=1 && last="$snap"
-        echo "$(date +%s) $(pgrep -c -x rustc || true) $changed"
+        echo "$(date +%s) $(rustc_count) $changed"
         sleep 1
     done
 ) >"$WORK/sampler.txt" 2>/dev/null &
@@ -183,7 +126,6 @@ wait "$SAMPLER_PID" 2>/dev/null || true
 log "during the load: $(awk '{ n++; if ($2 > 0) busy++; snaps += $3 } END { printf "another build (rustc) ran in %d of %d sampled seconds; mesh wrote a new snapshot in %d of them", busy, n, snaps }' "$WORK/sampler.txt")"
 
 # Server CPU per acknowledged write over the whole run (all cases + warm-up).
-HZ="$(getconf CLK_TCK)"
 per_write() { # per_write SYSTEM TICKS
     awk -F'\t' -v sys="$1" -v ticks="$2" -v hz="$HZ" \
         'NR > 1 && $3 == sys { n += $4 } END { if (n > 0) printf "%.0f us CPU/write (%.1f s CPU over %d writes)", ticks / hz * 1e6 / n, ticks / hz, n }' \

@@ -28,7 +28,9 @@
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$BENCH_DIR/../.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=../lib.sh
+source "$BENCH_DIR/../lib.sh"
+LOG_PREFIX=l7-bench
 DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-2}"
 ROUNDS="${ROUNDS:-2}"
@@ -42,115 +44,22 @@ HAPROXY_THREADS="${HAPROXY_THREADS:-$(nproc)}"
 # samples at p = 0.1 the standard deviation is 0.95 points, so 6..14 is > 4 sigma.
 SPLIT_MIN="${SPLIT_MIN:-6}"
 SPLIT_MAX="${SPLIT_MAX:-14}"
-START_SECONDS=$SECONDS
-
-log() { printf '[l7-bench] %s\n' "$*" >&2; }
 
 # --- install (idempotent) -----------------------------------------------------
-if [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
-    need=()
-    command -v wrk >/dev/null 2>&1 || need+=(wrk)
-    command -v nginx >/dev/null 2>&1 || need+=(nginx)
-    command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
-    command -v openssl >/dev/null 2>&1 || need+=(openssl)
-    command -v curl >/dev/null 2>&1 || need+=(curl)
-    command -v jq >/dev/null 2>&1 || need+=(jq)
-    command -v ss >/dev/null 2>&1 || need+=(iproute2)
-    if ((${#need[@]})); then
-        log "installing ${need[*]} from Debian"
-        SUDO=""
-        [[ "$(id -u)" != 0 ]] && SUDO="sudo"
-        $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-    fi
-fi
-for tool in wrk nginx haproxy openssl curl jq ss; do
-    command -v "$tool" >/dev/null || { log "$tool not found"; exit 1; }
-done
+install_missing wrk nginx haproxy openssl curl jq ss:iproute2
+require_tools wrk nginx haproxy openssl curl jq ss
 # The Debian packages enable system nginx/haproxy services where systemd runs; this
 # script starts its own instances with their own configs on free loopback ports.
 
 # --- build --------------------------------------------------------------------
-if [[ "${SKIP_BUILD:-0}" != 1 && -z "${MESH_BIN:-}" ]]; then
-    log "building mesh (release); waits for the cargo lock if another build runs"
-    (cd "$ROOT" && cargo build --release --quiet --bin mesh)
-fi
-MESH="${MESH_BIN:-$ROOT/target/release/mesh}"
-[[ -x "$MESH" ]] || { log "missing $MESH"; exit 1; }
+build_mesh
 
 # --- processes --------------------------------------------------------------------
-WORK="$(mktemp -d /tmp/mesh-l7-bench.XXXXXX)"
-PIDS=()
-cleanup() {
-    local rc=$?
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ "${KEEP_DATA:-0}" == 1 || $rc != 0 ]]; then
-        if [[ $rc == 1 ]]; then
-            for f in "$WORK"/*.log "$WORK"/*.err "$WORK"/*/error.log; do
-                [[ -s "$f" ]] && { echo "--- $f" >&2; tail -n 15 "$f" >&2; }
-            done
-        fi
-        log "logs and configs kept in $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT INT TERM
+make_workdir mesh-l7-bench
+# Exit status 2 (the mesh part not measured) says why under the table; 1 shows the logs.
+on_failure() { [[ $1 == 1 ]] && tail_logs "$WORK"/*.log "$WORK"/*.err "$WORK"/*/error.log; }
 
-wait_for() { # wait_for SECONDS DESCRIPTION "PIDS THAT MUST STAY UP" COMMAND...
-    local secs=$1 what=$2 pids=$3 deadline pid
-    shift 3
-    deadline=$((SECONDS + secs))
-    until "$@" >/dev/null 2>&1; do
-        if ((SECONDS >= deadline)); then log "timed out after ${secs}s waiting for $what"; return 1; fi
-        for pid in $pids; do
-            kill -0 "$pid" 2>/dev/null || { log "process $pid exited while waiting for $what"; return 1; }
-        done
-        sleep 0.2
-    done
-}
-
-# Free ports: below the ephemeral range, so no outgoing connection (wrk opens many) can
-# take one between the pick and the bind; checked against every TCP/UDP socket (ss)
-# and against the ports this run already handed out.
-read -r EPH_LO EPH_HI </proc/sys/net/ipv4/ip_local_port_range
-if ((EPH_LO > 12000)); then PORT_LO=10000 PORT_HI=$((EPH_LO - 1)); else PORT_LO=$((EPH_HI + 1)) PORT_HI=65535; fi
-: >"$WORK/ports.taken"
-pick_ports() { # pick_ports N: prints N free ports, one a line
-    { ss -Htuan | awk '{ n = split($5, a, ":"); print a[n] }'; cat "$WORK/ports.taken"; } |
-        awk -v n="$1" -v lo="$PORT_LO" -v hi="$PORT_HI" -v seed="$RANDOM$RANDOM" '
-            BEGIN { srand(seed) } { used[$1] = 1 }
-            END { while (c < n) { p = lo + int(rand() * (hi - lo + 1)); if (!(p in used)) { used[p] = 1; print p; c++ } } }' |
-        tee -a "$WORK/ports.taken"
-}
-
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-ticks_of() { local t=0 p; for p in "$@"; do t=$((t + $(cpu_ticks "$p"))); done; echo "$t"; }
-HZ="$(getconf CLK_TCK)"
-# CPU used by processes outside this benchmark: all busy ticks (/proc/stat) minus the
-# ticks of our daemons and of everything this script ran and reaped (its cutime).
-DAEMONS=()
-busy_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
-own_ticks() {
-    local t p
-    t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$$/stat")
-    for p in "${DAEMONS[@]}"; do t=$((t + $(cpu_ticks "$p"))); done
-    echo "$t"
-}
-foreign() { # foreign BUSY0 OWN0: CPU-seconds used by other processes since then
-    awk -v b=$(($(busy_ticks) - $1)) -v o=$(($(own_ticks) - $2)) -v hz="$HZ" \
-        'BEGIN { f = (b - o) / hz; if (f < 0) f = 0; printf "%.1f", f }'
-}
 oneline() { tr '\n' ' ' <<<"$1" | sed 's/ *$//'; }
-rustc_count() { pgrep -c -x rustc 2>/dev/null || true; }
-noise() { echo "load avg $(cut -d' ' -f1-3 /proc/loadavg), rustc processes: $(rustc_count)"; }
 # nginx runs a master and NGINX_WORKERS workers: all of them count.
 nginx_pids() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }
 
@@ -163,8 +72,7 @@ SC_V1=${PORTS[8]}      SC_V2=${PORTS[9]}        # mesh sidecars' public listener
 UP_WEB=${PORTS[10]}                             # the web proxy's billing-api listener
 AGENT_HTTP=${PORTS[11]} AGENT_DNS=${PORTS[12]} AGENT_SERVER=${PORTS[13]} AGENT_SERF=${PORTS[14]}
 
-log "uptime before: $(uptime)"
-UPTIME_BEFORE="$(uptime)"
+uptime_note before
 export NO_COLOR=1   # plain log lines from mesh (tracing) for the propagation parser
 
 # --- backends: one nginx, two servers answering 200 with their version --------------
@@ -218,25 +126,7 @@ wait_for 20 "backend v2" "$BACKEND_PID" curl -fsS "http://127.0.0.1:$BACK_V2/"
 DAEMONS+=($(nginx_pids "$BACKEND_PID"))
 
 # --- PKI for the peers: a CA, a server leaf (B side), a client leaf (A side) ---------
-PKI="$WORK/pki"
-mkdir -p "$PKI"
-(
-    cd "$PKI"
-    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key 2>/dev/null
-    openssl req -x509 -new -key ca.key -sha256 -days 2 -subj /CN=bench-ca -out ca.pem 2>/dev/null
-    for who in server client; do
-        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$who.key" 2>/dev/null
-        openssl req -new -key "$who.key" -subj "/CN=$who" -out "$who.csr" 2>/dev/null
-        if [[ $who == server ]]; then
-            printf 'subjectAltName=DNS:billing.bench,URI:spiffe://bench.consul/ns/default/dc/dc1/svc/billing-api\nextendedKeyUsage=serverAuth,clientAuth\n' >"$who.ext"
-        else
-            printf 'subjectAltName=URI:spiffe://bench.consul/ns/default/dc/dc1/svc/web\nextendedKeyUsage=serverAuth,clientAuth\n' >"$who.ext"
-        fi
-        openssl x509 -req -in "$who.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 2 \
-            -extfile "$who.ext" -out "$who.crt" 2>/dev/null
-        cat "$who.crt" "$who.key" >"$who.pem"
-    done
-)
+make_pki billing.bench billing-api
 
 # --- nginx pair --------------------------------------------------------------------
 mkdir -p "$WORK/nginx-b" "$WORK/nginx-a"
@@ -343,13 +233,7 @@ backend billing_mtls
     server v1 127.0.0.1:$HAP_B1 weight 90 ssl crt $PKI/client.pem ca-file $PKI/ca.pem verify required sni str(billing.bench) verifyhost billing.bench
     server v2 127.0.0.1:$HAP_B2 weight 10 ssl crt $PKI/client.pem ca-file $PKI/ca.pem verify required sni str(billing.bench) verifyhost billing.bench
 CFG
-for side in a b; do
-    haproxy -c -q -f "$WORK/haproxy-$side.cfg" || { log "haproxy-$side.cfg is invalid"; exit 1; }
-done
-haproxy -db -f "$WORK/haproxy-b.cfg" >"$WORK/haproxy-b.log" 2>&1 &
-HAP_B_PID=$!; PIDS+=("$HAP_B_PID"); DAEMONS+=("$HAP_B_PID")
-haproxy -db -f "$WORK/haproxy-a.cfg" >"$WORK/haproxy-a.log" 2>&1 &
-HAP_A_PID=$!; PIDS+=("$HAP_A_PID"); DAEMONS+=("$HAP_A_PID")
+start_haproxy_pair
 wait_for 20 "a request through haproxy" "$HAP_A_PID $HAP_B_PID" curl -fsS "http://127.0.0.1:$HAP_A_PORT/"
 
 # --- mesh ---------------------------------------------------------------------------
@@ -363,11 +247,10 @@ both_sidecars_passing() {
     [[ "$(curl -fsS "http://$CONSUL_HTTP_ADDR/v1/health/connect/billing-api?passing" | jq length)" == 2 ]]
 }
 leader_known() { [[ "$(curl -fsS "http://$CONSUL_HTTP_ADDR/v1/status/leader")" == \"*:*\" ]]; }
-"$MESH" agent -dev -http-port "$AGENT_HTTP" -dns-port "$AGENT_DNS" \
+spawn agent "$MESH" agent -dev -http-port "$AGENT_HTTP" -dns-port "$AGENT_DNS" \
     -server-port "$AGENT_SERVER" -serf-lan-port "$AGENT_SERF" \
-    -bind 127.0.0.1 -client 127.0.0.1 -log-level warn \
-    >"$WORK/agent.out" 2>"$WORK/agent.log" &
-AGENT_PID=$!; PIDS+=("$AGENT_PID"); DAEMONS+=("$AGENT_PID")
+    -bind 127.0.0.1 -client 127.0.0.1 -log-level warn
+AGENT_PID=$SPAWNED
 AGENT_OK=1
 wait_for 30 "the mesh agent to elect itself" "$AGENT_PID" leader_known ||
     { mesh_fail "the agent did not start: $(tail -n1 "$WORK/agent.log")"; AGENT_OK=0; }
@@ -387,22 +270,18 @@ Subsets = {
   v2 = { Filter = "Service.Meta.version == v2" }
 }
 HCL
-cat >"$WORK/entries/service-splitter.hcl" <<'HCL'
+splitter() { # splitter V2_PERCENT: a billing-api service-splitter, V2_PERCENT to v2, the rest to v1
+    cat <<HCL
 Kind = "service-splitter"
 Name = "billing-api"
 Splits = [
-  { Weight = 10, ServiceSubset = "v2" },
-  { Weight = 90, ServiceSubset = "v1" },
+  { Weight = $1, ServiceSubset = "v2" },
+  { Weight = $((100 - $1)), ServiceSubset = "v1" },
 ]
 HCL
-cat >"$WORK/entries/service-splitter-50.hcl" <<'HCL'
-Kind = "service-splitter"
-Name = "billing-api"
-Splits = [
-  { Weight = 50, ServiceSubset = "v2" },
-  { Weight = 50, ServiceSubset = "v1" },
-]
-HCL
+}
+splitter 10 >"$WORK/entries/service-splitter.hcl"
+splitter 50 >"$WORK/entries/service-splitter-50.hcl"
 
 if ((AGENT_OK)); then
     for entry in service-defaults service-resolver service-splitter; do
@@ -420,15 +299,12 @@ if ((AGENT_OK)); then
             mesh_fail "registering billing-v$v failed: $out"
         fi
     done
-    "$MESH" proxy -sidecar-for billing-v1 -bind-address 127.0.0.1 -log-level warn \
-        >"$WORK/sidecar-v1.out" 2>"$WORK/sidecar-v1.log" &
-    MESH_B1=$!; PIDS+=("$MESH_B1"); DAEMONS+=("$MESH_B1")
-    "$MESH" proxy -sidecar-for billing-v2 -bind-address 127.0.0.1 -log-level warn \
-        >"$WORK/sidecar-v2.out" 2>"$WORK/sidecar-v2.log" &
-    MESH_B2=$!; PIDS+=("$MESH_B2"); DAEMONS+=("$MESH_B2")
-    "$MESH" proxy -service web -upstream "billing-api:$UP_WEB" -log-level warn \
-        >"$WORK/web.out" 2>"$WORK/web.log" &
-    MESH_A=$!; PIDS+=("$MESH_A"); DAEMONS+=("$MESH_A")
+    spawn sidecar-v1 "$MESH" proxy -sidecar-for billing-v1 -bind-address 127.0.0.1 -log-level warn
+    MESH_B1=$SPAWNED
+    spawn sidecar-v2 "$MESH" proxy -sidecar-for billing-v2 -bind-address 127.0.0.1 -log-level warn
+    MESH_B2=$SPAWNED
+    spawn web "$MESH" proxy -service web -upstream "billing-api:$UP_WEB" -log-level warn
+    MESH_A=$SPAWNED
     if ! wait_for 30 "the web proxy's billing-api listener" "$MESH_A" grep -q 'Upstream billing-api:' "$WORK/web.out"; then
         mesh_fail "the web proxy did not start: $(tail -n1 "$WORK/web.log")"
     # The sidecars become endpoints once their health checks pass (up to ~10 s); wait
@@ -441,24 +317,16 @@ if ((AGENT_OK)); then
 fi
 
 # --- what each mTLS hop negotiates ---------------------------------------------------
-tls_of() { # tls_of PORT CERT KEY CA
-    openssl s_client -connect "127.0.0.1:$1" -cert "$2" -key "$3" -CAfile "$4" -brief </dev/null 2>&1 |
-        awk -F': *' '/^Protocol version/{p=$2} /^Ciphersuite/{c=$2} END{print p" "c}'
-}
 TLS_NGX="$(tls_of "$NGX_B1" "$PKI/client.crt" "$PKI/client.key" "$PKI/ca.pem")"
 TLS_HA="$(tls_of "$HAP_B1" "$PKI/client.crt" "$PKI/client.key" "$PKI/ca.pem")"
 TLS_MESH="-"
-if ((AGENT_OK)) && curl -fsS "http://$CONSUL_HTTP_ADDR/v1/agent/connect/ca/leaf/web" >"$WORK/web-leaf.json" 2>/dev/null; then
-    jq -r .CertPEM "$WORK/web-leaf.json" >"$PKI/mesh-web.crt"
-    jq -r .PrivateKeyPEM "$WORK/web-leaf.json" >"$PKI/mesh-web.key"
-    curl -fsS "http://$CONSUL_HTTP_ADDR/v1/agent/connect/ca/roots" | jq -r '.Roots[].RootCert' >"$PKI/mesh-roots.pem"
+if ((AGENT_OK)) && fetch_mesh_leaf web 2>/dev/null; then
     TLS_MESH="$(tls_of "$SC_V1" "$PKI/mesh-web.crt" "$PKI/mesh-web.key" "$PKI/mesh-roots.pem")"
 fi
 log "mTLS hop: nginx $TLS_NGX; haproxy $TLS_HA; mesh ${TLS_MESH:--}"
 
 MESH_VERSION="$("$MESH" version 2>/dev/null | head -n1 || true)"
-REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-[[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]] && REV="$REV+dirty"
+REV="$(git_rev)"
 [[ -n "${MESH_BIN:-}" ]] && REV="$REV (MESH_BIN=$MESH_BIN)"
 NGINX_VERSION="$(nginx -v 2>&1 | sed 's/^nginx version: //')"
 HAPROXY_VERSION="$(haproxy -v | awk 'NR == 1 { print $1, $2, $3 }')"
@@ -467,18 +335,10 @@ log "mesh $REV ($MESH_VERSION), $NGINX_VERSION, $HAPROXY_VERSION, $WRK_VERSION"
 log "paths: direct 127.0.0.1:$BACK_V1, nginx 127.0.0.1:$NGX_A, haproxy 127.0.0.1:$HAP_A_PORT, mesh 127.0.0.1:$UP_WEB; temp dir $WORK"
 
 # --- sampler: is another build running? ---------------------------------------------
-(
-    while :; do
-        echo "$(date +%s) $(rustc_count) $(cut -d' ' -f1 /proc/loadavg)"
-        sleep 1
-    done
-) >"$WORK/sampler.txt" 2>/dev/null &
-PIDS+=($!); DAEMONS+=($!)
+start_sampler
 
 # --- measurements -------------------------------------------------------------------
-RES="$WORK/results.tsv"   # path <TAB> metric <TAB> value, one row per round
-: >"$RES"
-rec() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RES"; }
+results_init
 url_of() {
     case $1 in
         direct) echo "http://127.0.0.1:$BACK_V1/" ;;
@@ -577,9 +437,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 MEASURE_T1=$(date +%s)
 FOREIGN_ALL="$(foreign "$MEASURE_B0" "$MEASURE_O0")"
-BUSY="$(awk -v a="$MEASURE_T0" -v b="$MEASURE_T1" '$1 >= a && $1 <= b { n++; if ($2 > 0) busy++; if ($3 > mx) mx = $3 }
-    END { printf "other processes used %s CPU-s of the %d available; rustc ran in %d of %d sampled seconds; max load1 %.2f (includes our own processes)", f, n * c, busy, n, mx }' \
-    f="$FOREIGN_ALL" c="$(nproc)" "$WORK/sampler.txt")"
+BUSY="$(sampler_summary "$MEASURE_T0" "$MEASURE_T1" "$FOREIGN_ALL")"
 log "during the load runs: $BUSY"
 
 # --- config propagation ---------------------------------------------------------------
@@ -628,9 +486,8 @@ if ((PROXIES > 0)) && ((AGENT_OK)) && kill -0 "$AGENT_PID" 2>/dev/null; then
     log "propagation: starting $PROXIES proxies"
     PROP_PIDS=()
     for i in $(seq 1 "$PROXIES"); do
-        "$MESH" proxy -service "web$i" -upstream "billing-api:${PROP_PORTS[$((i - 1))]}" -log-level info \
-            >"$WORK/prop/web$i.out" 2>"$WORK/prop/web$i.log" &
-        PROP_PIDS+=($!); PIDS+=($!); DAEMONS+=($!)
+        spawn "prop/web$i" "$MESH" proxy -service "web$i" -upstream "billing-api:${PROP_PORTS[$((i - 1))]}" -log-level info
+        PROP_PIDS+=("$SPAWNED")
     done
     if ! wait_for $((60 + PROXIES)) "$PROXIES proxies to start" "${PROP_PIDS[*]}" all_started; then
         PROP_FAIL="only $(cat "$WORK"/prop/*.out 2>/dev/null | grep -c 'Upstream billing-api:') of $PROXIES proxies started"
@@ -694,18 +551,9 @@ elif ((PROXIES > 0)); then
 fi
 [[ -n "$PROP_FAIL" ]] && log "PROPAGATION: $PROP_FAIL"
 
-log "uptime after: $(uptime)"
-UPTIME_AFTER="$(uptime)"
+uptime_note after
 
 # --- table ----------------------------------------------------------------------------
-med() { # med PATH METRIC: median over rounds
-    awk -F'\t' -v p="$1" -v m="$2" '$1 == p && $2 == m { print $3 }' "$RES" | sort -g |
-        awk -v metric="$2" '{ v[++n] = $1 } END { if (!n) { print "-"; exit }
-              m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-              if (metric == "errors") printf "%d\n", m; else if (metric ~ /^share/) printf "%.1f\n", m
-              else if (m >= 100) printf "%.0f\n", m; else if (m >= 10) printf "%.1f\n", m; else printf "%.2f\n", m }'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b == 0) print "-"; else printf "%.2f", a / b }'; }
 FMT='| %-*s | %9s | %9s | %9s | %9s | %11s | %12s | %11s |\n'
 width() { # printf pads bytes, not characters: widen the label column by its extra bytes
     local chars=${#1} bytes
@@ -728,7 +576,7 @@ row() { # row LABEL METRIC [noratio]
 {
     echo "## L7 HTTP/1.1 keep-alive, 90/10 split: mesh vs nginx 1.22 vs HAProxy 2.6 (mTLS) vs direct — $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
-    echo "mesh $REV; $NGINX_VERSION; $HAPROXY_VERSION; $WRK_VERSION; $(nproc) CPUs ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo))"
+    echo "mesh $REV; $NGINX_VERSION; $HAPROXY_VERSION; $WRK_VERSION; $(cpu_desc)"
     echo "mTLS hop: nginx $TLS_NGX; haproxy $TLS_HA; mesh ${TLS_MESH:--}"
     echo "wrk -t $THREADS -c $CONNS -d ${DURATION}s --latency (after ${WARMUP}s of warm-up) per path per round; median of $ROUNDS round(s), path order alternating; backends: nginx return 200 (3-byte body)"
     echo
@@ -762,10 +610,7 @@ row() { # row LABEL METRIC [noratio]
     ((PROXIES > 0)) || echo "skipped (PROXIES=0)"
     echo "(nginx and HAProxy have no equivalent of a config pushed to running proxies; there is no peer for this part)"
     echo
-    echo "uptime before: $UPTIME_BEFORE"
-    echo "uptime after:  $UPTIME_AFTER"
-    echo "during the load runs: $BUSY"
-    echo "total wall time: $((SECONDS - START_SECONDS)) s"
+    table_footer "during the load runs" "$BUSY"
 } | tee "$WORK/table.md"
 
 if [[ -n "$MESH_FAIL" || -n "$PROP_FAIL" ]]; then

@@ -560,37 +560,17 @@ async fn main() {
             let (m_ops, m_p50, m_p99, m_err) = stat(System::Mesh);
             let (e_ops, e_p50, e_p99, e_err) = stat(System::Etcd);
             let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+            let r_ops = ratio(m_ops, e_ops);
+            let r_p50 = ratio(m_p50, e_p50);
+            let r_p99 = ratio(m_p99, e_p99);
+            let (name, m_noise, e_noise) = (wl.name(), noise(System::Mesh), noise(System::Etcd));
             println!(
-                "| {} | {} | {:.0} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2}x | {} / {} |",
-                wl.name(),
-                conc,
-                m_ops,
-                e_ops,
-                ratio(m_ops, e_ops),
-                m_p50,
-                e_p50,
-                ratio(m_p50, e_p50),
-                m_p99,
-                e_p99,
-                ratio(m_p99, e_p99),
-                noise(System::Mesh),
-                noise(System::Etcd),
+                "| {name} | {conc} | {m_ops:.0} | {e_ops:.0} | {r_ops:.2}x | {m_p50:.2} | {e_p50:.2} | {r_p50:.2}x \
+                 | {m_p99:.2} | {e_p99:.2} | {r_p99:.2}x | {m_noise} / {e_noise} |"
             );
             tsv.push_str(&format!(
-                "{}\t{}\t{:.1}\t{:.1}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{}\t{}\n",
-                wl.name(),
-                conc,
-                m_ops,
-                e_ops,
-                ratio(m_ops, e_ops),
-                m_p50,
-                e_p50,
-                ratio(m_p50, e_p50),
-                m_p99,
-                e_p99,
-                ratio(m_p99, e_p99),
-                m_err,
-                e_err
+                "{name}\t{conc}\t{m_ops:.1}\t{e_ops:.1}\t{r_ops:.3}\t{m_p50:.3}\t{e_p50:.3}\t{r_p50:.3}\t\
+                 {m_p99:.3}\t{e_p99:.3}\t{r_p99:.3}\t{m_err}\t{e_err}\n"
             ));
         }
     }
