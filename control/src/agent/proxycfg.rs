@@ -259,10 +259,7 @@ fn intention_rules(d: &StateData, service: &str) -> Vec<IntentionRule> {
 
 /// The public listener of a proxy instance.
 fn endpoint(e: &CheckServiceNode) -> Option<SocketAddr> {
-    let addr = Some(e.service.address.as_str())
-        .filter(|a| !a.is_empty())
-        .unwrap_or(&e.node.address);
-    Some(SocketAddr::new(addr.parse().ok()?, e.service.port))
+    Some(SocketAddr::new(e.address().parse().ok()?, e.service.port))
 }
 
 /// The public listeners of `dest`'s proxies whose checks all pass.

@@ -30,31 +30,17 @@ fn label_name(prefix: &str, key: &str) -> String {
     format!("{prefix}{clean}")
 }
 
-/// The aggregate health of an instance: the worst of its checks.
-fn health(e: &CheckServiceNode) -> &'static str {
-    let has = |s: &str| e.checks.iter().any(|c| c.status == s);
-    if has(status::CRITICAL) {
-        status::CRITICAL
-    } else if has(status::WARNING) {
-        status::WARNING
-    } else {
-        status::PASSING
-    }
-}
-
 /// One target group, labelled as Consul SD labels it.
 fn group(e: &CheckServiceNode, dc: &str) -> Value {
     let svc = &e.service;
-    let address = Some(svc.address.as_str())
-        .filter(|a| !a.is_empty())
-        .unwrap_or(&e.node.address);
+    let address = e.address();
     let mut labels = Map::new();
     let mut put = |k: String, v: &str| {
         labels.insert(k, Value::from(v));
     };
     put("__meta_consul_address".into(), &e.node.address);
     put("__meta_consul_dc".into(), dc);
-    put("__meta_consul_health".into(), health(e));
+    put("__meta_consul_health".into(), e.aggregate_status());
     put("__meta_consul_node".into(), &e.node.node);
     put("__meta_consul_partition".into(), "");
     put("__meta_consul_service".into(), &svc.service);
@@ -90,7 +76,7 @@ async fn targets(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
     let groups: Vec<Value> = names
         .iter()
         .flat_map(|name| d.check_service_nodes(name, &tags, false))
-        .filter(|e| !passing || health(e) == status::PASSING)
+        .filter(|e| !passing || e.aggregate_status() == status::PASSING)
         .map(|e| group(&e, &ctx.dc))
         .collect();
     Ok(Json(groups).into_response())

@@ -45,7 +45,23 @@ impl From<ProxyCfgError> for ApiError {
     }
 }
 
-/// The request's upstreams and bind address, for `target`.
+/// The query parameter `name` parsed, if given; 400 naming it and `what`
+/// it should be otherwise.
+fn optional<T: std::str::FromStr>(
+    ctx: &Ctx,
+    name: &str,
+    what: &str,
+) -> Result<Option<T>, ApiError> {
+    match ctx.params.get(name).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("{name} {v:?} is not {what}"))),
+    }
+}
+
+/// The request's upstreams, bind and metrics addresses, for `target`.
 fn request(ctx: &Ctx, target: ProxyTarget) -> Result<ProxyRequest, ApiError> {
     let extra_upstreams = ctx
         .params
@@ -53,24 +69,11 @@ fn request(ctx: &Ctx, target: ProxyTarget) -> Result<ProxyRequest, ApiError> {
         .iter()
         .map(|u| parse_upstream(u))
         .collect::<Result<_, _>>()?;
-    let bind_address = match ctx.params.get("bind_address").filter(|a| !a.is_empty()) {
-        None => None,
-        Some(a) => Some(a.parse().map_err(|_| {
-            ApiError::bad_request(format!("bind_address {a:?} is not an IP address"))
-        })?),
-    };
-    let metrics_addr = match ctx.params.get("metrics_addr").filter(|a| !a.is_empty()) {
-        None => None,
-        Some(a) => Some(
-            a.parse()
-                .map_err(|_| ApiError::bad_request(format!("metrics_addr {a:?} is not IP:PORT")))?,
-        ),
-    };
     Ok(ProxyRequest {
         target,
         extra_upstreams,
-        bind_address,
-        metrics_addr,
+        bind_address: optional(ctx, "bind_address", "an IP address")?,
+        metrics_addr: optional(ctx, "metrics_addr", "IP:PORT")?,
     })
 }
 

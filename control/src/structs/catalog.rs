@@ -296,6 +296,13 @@ impl CheckServiceNode {
     pub fn aggregate_status(&self) -> &'static str {
         aggregate_status(self.checks.iter().map(|c| c.status.as_str()))
     }
+
+    /// Where the instance is reached: its own address, else its node's.
+    pub fn address(&self) -> &str {
+        Some(self.service.address.as_str())
+            .filter(|a| !a.is_empty())
+            .unwrap_or(&self.node.address)
+    }
 }
 
 /// The worst of several statuses; `passing` when there are none.
