@@ -78,8 +78,7 @@ pub struct Metrics {
 
 impl Metrics {
     fn new() -> Self {
-        let mut registry = Registry::with_prefix("mesh");
-        let m = Metrics {
+        let mut m = Metrics {
             raft_applies: Counter::default(),
             raft_apply_seconds: latency_histogram(),
             raft_applied_index: Gauge::default(),
@@ -91,9 +90,9 @@ impl Metrics {
             checks: Family::default(),
             catalog_services: Gauge::default(),
             catalog_nodes: Gauge::default(),
-            registry: Registry::default(),
+            registry: Registry::with_prefix("mesh"),
         };
-        let r = &mut registry;
+        let r = &mut m.registry;
         r.register(
             "raft_applies",
             "Raft writes applied",
@@ -145,7 +144,7 @@ impl Metrics {
             "Nodes in the catalog",
             m.catalog_nodes.clone(),
         );
-        Metrics { registry, ..m }
+        m
     }
 
     /// Records one applied Raft write that took `elapsed`.
