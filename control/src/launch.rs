@@ -86,8 +86,12 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
     let store = Arc::new(Store::default());
     let node = RaftNode::start(
         RaftConfig {
-            node_id: 1,
-            address: format!("{}:{}", cfg.agent.advertise_addr, cfg.agent.ports.server),
+            server: crate::raft::ServerNode {
+                addr: format!("{}:{}", cfg.agent.advertise_addr, cfg.agent.ports.server),
+                name: cfg.agent.node_name.clone(),
+                node_id: cfg.agent.node_id.clone(),
+            },
+            bootstrap_alone: true,
             data_dir: cfg.agent.data_dir.clone(),
             snapshot_threshold: cfg.snapshot_threshold,
         },

@@ -13,6 +13,7 @@ pub mod dns;
 pub mod http;
 pub mod metrics;
 pub mod raft;
+pub mod rpc;
 pub mod server;
 pub mod state;
 pub mod structs;

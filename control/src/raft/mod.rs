@@ -12,23 +12,58 @@ pub mod state_machine;
 
 pub use command::{Command, CommandResult};
 
+use crate::rpc::pool::{RpcError, RpcPool};
+use crate::rpc::{Request, Response};
 use crate::state::Store;
-use openraft::{BasicNode, Raft};
-use std::collections::BTreeMap;
+use openraft::{ChangeMembers, Raft};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 openraft::declare_raft_types!(
     /// The types this Raft cluster is made of.
     pub TypeConfig:
         D = Command,
         R = CommandResult,
+        Node = ServerNode,
 );
 
 /// The openraft handle.
 pub type MeshRaft = Raft<TypeConfig>;
+
+/// How long a write or read waits for a leader before it fails with "No
+/// cluster leader" (Consul's `rpc_hold_timeout`).
+const HOLD_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// Pause between attempts while no leader answers.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A server in the Raft configuration: what `list-peers` shows of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerNode {
+    /// Its server RPC address, `ip:port`.
+    pub addr: String,
+    /// Its node name.
+    #[serde(default)]
+    pub name: String,
+    /// Its node ID (a UUID).
+    #[serde(default)]
+    pub node_id: String,
+}
+
+/// The Raft ID of a node: the first 64 bits of its node-ID UUID, so that a
+/// server keeps its Raft identity across restarts with its `-data-dir`.
+pub fn raft_id(node_id: &str) -> u64 {
+    let hex: String = node_id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(16)
+        .collect();
+    u64::from_str_radix(&hex, 16).unwrap_or(0).max(1)
+}
 
 /// Why a write did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -45,14 +80,15 @@ pub enum RaftError {
 /// Where and how the node keeps its log.
 #[derive(Debug, Clone)]
 pub struct RaftConfig {
-    /// This node's Raft ID.
-    pub node_id: u64,
-    /// The address peers reach it on (server RPC).
-    pub address: String,
+    /// This server's name, ID and RPC address.
+    pub server: ServerNode,
     /// Where the log and snapshots live; `None` keeps everything in memory.
     pub data_dir: Option<PathBuf>,
     /// Take a snapshot after this many entries since the last one.
     pub snapshot_threshold: u64,
+    /// Start a one-voter cluster if there is no Raft state yet
+    /// (`-dev`, `-bootstrap`, `-bootstrap-expect=1`).
+    pub bootstrap_alone: bool,
 }
 
 /// What [`RaftNode::status`] reports.
@@ -64,67 +100,80 @@ pub struct RaftStatus {
     pub is_leader: bool,
 }
 
+/// One server of the Raft configuration.
+#[derive(Debug, Clone)]
+pub struct RaftServer {
+    /// Its Raft ID.
+    pub id: u64,
+    /// Its name and address.
+    pub node: ServerNode,
+    /// Whether it votes (otherwise it is a learner catching up).
+    pub voter: bool,
+    /// Whether it is the leader this node knows of.
+    pub leader: bool,
+}
+
 /// A running Raft node with its state store.
 #[derive(Clone)]
 pub struct RaftNode {
     raft: MeshRaft,
     store: Arc<Store>,
     node_id: u64,
+    pool: Arc<RpcPool>,
+    leader_contact: Arc<Mutex<Instant>>,
 }
 
 impl RaftNode {
-    /// Opens the log and state machine and starts Raft. A node with no
-    /// existing membership bootstraps itself as the only voter.
+    /// Opens the log and state machine and starts Raft. With
+    /// `bootstrap_alone`, a node with no Raft state makes itself the only
+    /// voter; otherwise it waits to be bootstrapped or added by a leader.
     pub async fn start(config: RaftConfig, store: Arc<Store>) -> Result<RaftNode, RaftError> {
         let raft_config = openraft::Config {
             cluster_name: "mesh".into(),
             heartbeat_interval: 250,
-            election_timeout_min: 500,
-            election_timeout_max: 1000,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
             max_in_snapshot_log_to_keep: 100,
             ..Default::default()
         }
         .validate()
-        .map_err(|e| RaftError::Internal(e.to_string()))?;
+        .map_err(internal)?;
         let dir = config.data_dir.as_ref().map(|d| d.join("raft"));
         if let Some(d) = &dir {
             std::fs::create_dir_all(d)
                 .map_err(|e| RaftError::Internal(format!("create {}: {e}", d.display())))?;
         }
-        let log = log_store::LogStore::open(dir.as_deref())
-            .map_err(|e| RaftError::Internal(e.to_string()))?;
-        let sm = state_machine::StateMachine::open(store.clone(), dir.as_deref())
-            .map_err(|e| RaftError::Internal(e.to_string()))?;
+        let log = log_store::LogStore::open(dir.as_deref()).map_err(internal)?;
+        let sm = state_machine::StateMachine::open(store.clone(), dir.as_deref()).map_err(internal)?;
+        let pool = Arc::new(RpcPool::default());
+        let node_id = raft_id(&config.server.node_id);
         let raft = Raft::new(
-            config.node_id,
+            node_id,
             Arc::new(raft_config),
-            network::Network,
+            network::Network::new(pool.clone()),
             log,
             sm,
         )
         .await
-        .map_err(|e| RaftError::Internal(e.to_string()))?;
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| RaftError::Internal(e.to_string()))?;
-        if !initialized {
-            let members = BTreeMap::from([(
-                config.node_id,
-                BasicNode {
-                    addr: config.address.clone(),
-                },
-            )]);
-            raft.initialize(members)
-                .await
-                .map_err(|e| RaftError::Internal(e.to_string()))?;
-        }
-        Ok(RaftNode {
+        .map_err(internal)?;
+        let node = RaftNode {
             raft,
             store,
-            node_id: config.node_id,
-        })
+            node_id,
+            pool,
+            leader_contact: Arc::new(Mutex::new(Instant::now())),
+        };
+        if config.bootstrap_alone && !node.is_initialized().await {
+            node.bootstrap(BTreeMap::from([(node_id, config.server)]))
+                .await?;
+        }
+        Ok(node)
+    }
+
+    /// This node's Raft ID.
+    pub fn id(&self) -> u64 {
+        self.node_id
     }
 
     /// The state store the log applies to.
@@ -132,30 +181,152 @@ impl RaftNode {
         &self.store
     }
 
-    /// Proposes a command and waits until it is committed and applied.
-    /// Returns the log index it was applied at and its result.
-    pub async fn write(&self, cmd: Command) -> Result<(u64, CommandResult), RaftError> {
-        let started = std::time::Instant::now();
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => {
-                crate::metrics::global().on_raft_apply(started.elapsed());
-                Ok((resp.log_id.index, resp.data))
-            }
+    /// The openraft handle, for the RPC listener.
+    pub(crate) fn raft(&self) -> &MeshRaft {
+        &self.raft
+    }
+
+    /// Whether this node has a Raft configuration (bootstrapped or joined).
+    pub async fn is_initialized(&self) -> bool {
+        self.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// Starts a cluster of exactly `servers`. Every one of them may call
+    /// this with the same set; openraft elects one leader among them.
+    pub async fn bootstrap(&self, servers: BTreeMap<u64, ServerNode>) -> Result<(), RaftError> {
+        match self.raft.initialize(servers).await {
+            Ok(()) => Ok(()),
             Err(openraft::error::RaftError::APIError(
-                openraft::error::ClientWriteError::ForwardToLeader(_),
-            )) => Err(RaftError::NoLeader),
-            Err(e) => Err(RaftError::Internal(e.to_string())),
+                openraft::error::InitializeError::NotAllowed(_),
+            )) => Ok(()),
+            Err(e) => Err(internal(e)),
         }
     }
 
-    /// Waits until this node has applied everything the leader committed
-    /// (Consul's `consistent` read mode).
+    /// Proposes a command and waits until it is committed and applied,
+    /// forwarding it to the leader when this node does not lead. Returns the
+    /// log index it was applied at and its result.
+    pub async fn write(&self, cmd: Command) -> Result<(u64, CommandResult), RaftError> {
+        let started = Instant::now();
+        match self.on_leader(Request::Apply(cmd)).await? {
+            Response::Applied { index, result } => {
+                crate::metrics::global().on_raft_apply(started.elapsed());
+                Ok((index, result))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Waits until this node has applied everything the leader had
+    /// committed when it was asked (Raft's read-index): what a default or
+    /// `consistent` read does before it reads the local store.
     pub async fn barrier(&self) -> Result<(), RaftError> {
+        let index = match self.on_leader(Request::ReadIndex).await? {
+            Response::ReadIndex { index } => index,
+            other => return Err(unexpected(other)),
+        };
         self.raft
-            .ensure_linearizable()
+            .wait(Some(HOLD_TIMEOUT))
+            .applied_index_at_least(Some(index), "read index")
             .await
             .map(|_| ())
             .map_err(|_| RaftError::NoLeader)
+    }
+
+    /// Adds a server as a voter, through the leader. Nothing happens if it
+    /// already votes at the same address.
+    pub async fn add_voter(&self, id: u64, server: ServerNode) -> Result<(), RaftError> {
+        self.on_leader(Request::AddVoter { id, node: server })
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes a server from the Raft configuration, through the leader.
+    pub async fn remove_peer(&self, id: u64) -> Result<(), RaftError> {
+        self.on_leader(Request::RemovePeer { id }).await.map(|_| ())
+    }
+
+    /// Sends `req` to the leader (handling it here when this node leads),
+    /// retrying while no leader answers, for up to [`HOLD_TIMEOUT`].
+    async fn on_leader(&self, req: Request) -> Result<Response, RaftError> {
+        let deadline = Instant::now() + HOLD_TIMEOUT;
+        loop {
+            let resp = if self.is_leader() {
+                self.handle_as_leader(clone_request(&req)).await
+            } else if let Some(addr) = self.leader() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.pool.call(&addr, &req, left.max(RETRY_BACKOFF)).await {
+                    Ok(resp) => resp,
+                    Err(RpcError::Connect { .. }) => Response::NotLeader { leader: None },
+                    Err(e) => return Err(RaftError::Internal(e.to_string())),
+                }
+            } else {
+                Response::NotLeader { leader: None }
+            };
+            match resp {
+                Response::NotLeader { .. } if Instant::now() < deadline => {
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
+                Response::NotLeader { .. } => return Err(RaftError::NoLeader),
+                Response::Failed(e) => return Err(RaftError::Internal(e)),
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Handles a request that only the leader may: Apply, ReadIndex,
+    /// AddVoter, RemovePeer. Answers NotLeader when this node does not lead.
+    pub(crate) async fn handle_as_leader(&self, req: Request) -> Response {
+        let result = match req {
+            Request::Apply(cmd) => self.raft.client_write(cmd).await.map(|r| Response::Applied {
+                index: r.log_id.index,
+                result: r.data,
+            }),
+            Request::ReadIndex => {
+                return match self.raft.get_read_log_id().await {
+                    Ok((read, _)) => Response::ReadIndex {
+                        index: read.map_or(0, |l| l.index),
+                    },
+                    Err(openraft::error::RaftError::APIError(
+                        openraft::error::CheckIsLeaderError::ForwardToLeader(f),
+                    )) => not_leader(f),
+                    Err(e) => Response::Failed(e.to_string()),
+                }
+            }
+            Request::AddVoter { id, node } => self.add_voter_here(id, node).await,
+            Request::RemovePeer { id } => self
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map(|_| Response::Done),
+            other => return Response::Failed(format!("not a leader request: {other:?}")),
+        };
+        match result {
+            Ok(resp) => resp,
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ForwardToLeader(f),
+            )) => not_leader(f),
+            Err(e) => Response::Failed(e.to_string()),
+        }
+    }
+
+    async fn add_voter_here(&self, id: u64, node: ServerNode) -> Result<Response, WriteError> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let known = membership.membership().get_node(&id) == Some(&node);
+        let voter = membership.membership().voter_ids().any(|v| v == id);
+        if known && voter {
+            return Ok(Response::Done);
+        }
+        self.raft.add_learner(id, node, true).await?;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await?;
+        Ok(Response::Done)
+    }
+
+    /// Records that the leader was just heard from (for `X-Consul-LastContact`).
+    pub(crate) fn heard_from_leader(&self) {
+        *lock(&self.leader_contact) = Instant::now();
     }
 
     /// This node's Raft progress, for metrics.
@@ -167,7 +338,7 @@ impl RaftNode {
         }
     }
 
-    /// The leader's address, if one is known.
+    /// The leader's RPC address, if one is known.
     pub fn leader(&self) -> Option<String> {
         let metrics = self.raft.metrics().borrow().clone();
         let leader = metrics.current_leader?;
@@ -188,18 +359,41 @@ impl RaftNode {
         if self.is_leader() {
             return 0;
         }
-        let metrics = self.raft.metrics().borrow().clone();
-        metrics.millis_since_quorum_ack.unwrap_or(0)
+        lock(&self.leader_contact).elapsed().as_millis() as u64
     }
 
     /// Addresses of every voter.
     pub fn peers(&self) -> Vec<String> {
-        let metrics = self.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership().clone();
-        membership
-            .voter_ids()
-            .filter_map(|id| membership.get_node(&id).map(|n| n.addr.clone()))
+        self.configuration()
+            .into_iter()
+            .filter(|s| s.voter)
+            .map(|s| s.node.addr)
             .collect()
+    }
+
+    /// The Raft configuration: every voter and learner.
+    pub fn configuration(&self) -> Vec<RaftServer> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        membership
+            .nodes()
+            .map(|(id, node)| RaftServer {
+                id: *id,
+                node: node.clone(),
+                voter: membership.voter_ids().any(|v| v == *id),
+                leader: metrics.current_leader == Some(*id),
+            })
+            .collect()
+    }
+
+    /// The index of the last committed entry this node has applied.
+    pub fn applied_index(&self) -> u64 {
+        self.status().applied_index
+    }
+
+    /// The current Raft term.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
     }
 
     /// Waits until a leader is known, up to `timeout`.
@@ -212,10 +406,50 @@ impl RaftNode {
             .map_err(|_| RaftError::NoLeader)
     }
 
+    /// A receiver that changes whenever Raft's state does (leadership,
+    /// membership, progress).
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, ServerNode>> {
+        self.raft.metrics()
+    }
+
     /// Stops Raft.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
     }
+}
+
+type WriteError = openraft::error::RaftError<u64, openraft::error::ClientWriteError<u64, ServerNode>>;
+
+fn not_leader(f: openraft::error::ForwardToLeader<u64, ServerNode>) -> Response {
+    Response::NotLeader {
+        leader: f.leader_node.map(|n| n.addr),
+    }
+}
+
+fn clone_request(req: &Request) -> Request {
+    match req {
+        Request::Apply(cmd) => Request::Apply(cmd.clone()),
+        Request::ReadIndex => Request::ReadIndex,
+        Request::AddVoter { id, node } => Request::AddVoter {
+            id: *id,
+            node: node.clone(),
+        },
+        Request::RemovePeer { id } => Request::RemovePeer { id: *id },
+        // Raft traffic never goes through `on_leader`.
+        _ => Request::Info,
+    }
+}
+
+fn unexpected(resp: Response) -> RaftError {
+    RaftError::Internal(format!("unexpected answer from the leader: {resp:?}"))
+}
+
+fn internal(e: impl std::fmt::Display) -> RaftError {
+    RaftError::Internal(e.to_string())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Wall-clock milliseconds since the Unix epoch, stamped into commands that

@@ -1,60 +1,112 @@
-//! The Raft network. A single-server datacenter never sends an RPC; the
-//! cluster issue replaces this with RPC over the server port.
+//! The Raft network: openraft's RPCs carried over the server RPC port
+//! ([`crate::rpc`]), on pooled connections shared with forwarded requests.
 
-use super::TypeConfig;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use super::{ServerNode, TypeConfig};
+use crate::rpc::pool::RpcPool;
+use crate::rpc::{Request, Response};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use std::sync::Arc;
 
 /// Makes connections to peers.
-pub struct Network;
+pub struct Network {
+    pool: Arc<RpcPool>,
+}
 
-/// A connection to one peer.
-pub struct Connection;
+impl Network {
+    /// A network that dials through `pool`.
+    pub fn new(pool: Arc<RpcPool>) -> Network {
+        Network { pool }
+    }
+}
+
+/// The way to one peer.
+pub struct Connection {
+    pool: Arc<RpcPool>,
+    target: u64,
+    node: ServerNode,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
-    async fn new_client(&mut self, _target: u64, _node: &BasicNode) -> Connection {
-        Connection
+    async fn new_client(&mut self, target: u64, node: &ServerNode) -> Connection {
+        Connection {
+            pool: self.pool.clone(),
+            target,
+            node: node.clone(),
+        }
     }
 }
 
-fn unreachable<E: std::error::Error>() -> RPCError<u64, BasicNode, E> {
-    RPCError::Unreachable(Unreachable::new(&NetworkError::new(
-        &std::io::Error::other("no peers: single-server datacenter"),
-    )))
+type Rpc<T, E = RaftError<u64>> = Result<T, RPCError<u64, ServerNode, E>>;
+
+impl Connection {
+    /// Sends `req` and hands the matching answer to `pick`.
+    async fn send<T, E: std::error::Error>(
+        &self,
+        req: Request,
+        option: &RPCOption,
+        pick: impl FnOnce(Response) -> Option<Result<T, E>>,
+    ) -> Rpc<T, E> {
+        let resp = self
+            .pool
+            .call(&self.node.addr, &req, option.hard_ttl())
+            .await
+            .map_err(|e| {
+                self.pool.forget(&self.node.addr);
+                RPCError::Unreachable(Unreachable::new(&e))
+            })?;
+        match pick(resp) {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))),
+            None => Err(RPCError::Network(NetworkError::new(&std::io::Error::other(
+                "unexpected rpc answer",
+            )))),
+        }
+    }
 }
 
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(unreachable())
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Rpc<AppendEntriesResponse<u64>> {
+        self.send(Request::AppendEntries(rpc), &option, |r| match r {
+            Response::AppendEntries(r) => Some(r),
+            _ => None,
+        })
+        .await
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<u64>,
-        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
-    > {
-        Err(unreachable())
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Rpc<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
+        self.send(Request::InstallSnapshot(rpc), &option, |r| match r {
+            Response::InstallSnapshot(r) => Some(r),
+            _ => None,
+        })
+        .await
     }
 
-    async fn vote(
-        &mut self,
-        _rpc: VoteRequest<u64>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(unreachable())
+    async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> Rpc<VoteResponse<u64>> {
+        self.send(Request::Vote(rpc), &option, |r| match r {
+            Response::Vote(r) => Some(r),
+            _ => None,
+        })
+        .await
     }
 }

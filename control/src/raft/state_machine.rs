@@ -1,11 +1,11 @@
 //! The Raft state machine: applies committed commands to the [`Store`], and
 //! saves and restores snapshots of it (to a file under `-data-dir`).
 
-use super::{CommandResult, TypeConfig};
+use super::{CommandResult, ServerNode, TypeConfig};
 use crate::state::{StateData, Store};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
     StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ const SNAPSHOT_FILE: &str = "snapshot.json";
 /// What a snapshot holds: the position in the log and every table.
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile {
-    meta: SnapshotMeta<u64, BasicNode>,
+    meta: SnapshotMeta<u64, ServerNode>,
     data: StateData,
 }
 
@@ -28,17 +28,17 @@ struct SnapshotFile {
 pub struct StateMachine {
     store: Arc<Store>,
     last_applied: Option<LogId<u64>>,
-    membership: StoredMembership<u64, BasicNode>,
+    membership: StoredMembership<u64, ServerNode>,
     current: CurrentSnapshot,
     dir: Option<PathBuf>,
 }
 
 /// The latest snapshot, shared with the builders that replace it.
-type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>>>;
+type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMeta<u64, ServerNode>, Vec<u8>)>>>;
 
 /// Builds a snapshot from a copy of the tables taken when it was asked for.
 pub struct SnapshotBuilder {
-    meta: SnapshotMeta<u64, BasicNode>,
+    meta: SnapshotMeta<u64, ServerNode>,
     data: StateData,
     dir: Option<PathBuf>,
     current: CurrentSnapshot,
@@ -113,7 +113,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(
         &mut self,
-    ) -> StorageResult<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>)> {
+    ) -> StorageResult<(Option<LogId<u64>>, StoredMembership<u64, ServerNode>)> {
         Ok((self.last_applied, self.membership.clone()))
     }
 
@@ -165,7 +165,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<u64, BasicNode>,
+        meta: &SnapshotMeta<u64, ServerNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let bytes = snapshot.into_inner();

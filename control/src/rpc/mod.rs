@@ -1,0 +1,88 @@
+//! Server RPC (port 8300): Raft traffic between servers, and the requests
+//! followers and client agents forward to the leader.
+//!
+//! One protocol, small on purpose: a connection starts with
+//! [`wire::PROTOCOL_MARKER`], then carries one [`Request`] and one
+//! [`Response`] at a time. Callers keep idle connections in a [`pool::RpcPool`]
+//! so a steady stream of forwarded writes reuses sockets.
+
+pub mod pool;
+pub mod server;
+pub mod wire;
+
+use crate::raft::{Command, CommandResult, ServerNode, TypeConfig};
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+/// What one server asks of another.
+#[derive(Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Request {
+    /// Raft log replication and heartbeats.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// A Raft election vote.
+    Vote(VoteRequest<u64>),
+    /// A chunk of a Raft snapshot.
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Commit this command (sent to the leader).
+    Apply(Command),
+    /// The index a read must wait for to see every committed write
+    /// (Raft's read-index; sent to the leader).
+    ReadIndex,
+    /// Add this server as a voter (sent to the leader).
+    AddVoter {
+        /// Its Raft ID.
+        id: u64,
+        /// Its name and addresses.
+        node: ServerNode,
+    },
+    /// Remove this server from the Raft configuration (sent to the leader).
+    RemovePeer {
+        /// Its Raft ID.
+        id: u64,
+    },
+    /// Whether this server has joined a Raft cluster (for `-bootstrap-expect`).
+    Info,
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Response {
+    /// Answers [`Request::AppendEntries`].
+    AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    /// Answers [`Request::Vote`].
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    /// Answers [`Request::InstallSnapshot`].
+    InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// The command committed at `index` with `result`.
+    Applied {
+        /// Its log index.
+        index: u64,
+        /// What applying it returned.
+        result: CommandResult,
+    },
+    /// Reads must wait until this index is applied.
+    ReadIndex {
+        /// The leader's read index.
+        index: u64,
+    },
+    /// Done.
+    Done,
+    /// Answers [`Request::Info`].
+    Info {
+        /// Whether the server has a Raft configuration.
+        initialized: bool,
+    },
+    /// This server does not lead; the leader's RPC address, if known.
+    NotLeader {
+        /// Where to send it instead.
+        leader: Option<String>,
+    },
+    /// The request failed; the reason.
+    Failed(String),
+}

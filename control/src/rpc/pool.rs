@@ -1,0 +1,121 @@
+//! Pooled connections to other servers' RPC ports.
+
+use super::wire::{read_frame, write_frame, WireError, PROTOCOL_MARKER};
+use super::{Request, Response};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Idle connections kept per address.
+const MAX_IDLE_PER_ADDR: usize = 64;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RpcError {
+    /// The request was never sent: safe to retry elsewhere.
+    #[error("connecting to {addr}: {reason}")]
+    Connect {
+        /// The address dialled.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The request may or may not have been handled.
+    #[error("rpc to {addr}: {source}")]
+    Wire {
+        /// The address called.
+        addr: String,
+        /// What went wrong.
+        source: WireError,
+    },
+    /// No answer in time; the request may or may not have been handled.
+    #[error("rpc to {addr}: no answer within {timeout:?}")]
+    Timeout {
+        /// The address called.
+        addr: String,
+        /// How long the caller waited.
+        timeout: Duration,
+    },
+}
+
+/// Connections to peers, reused across calls.
+#[derive(Default)]
+pub struct RpcPool {
+    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+}
+
+impl RpcPool {
+    /// Sends `req` to `addr` and waits up to `timeout` for the answer.
+    pub async fn call(
+        &self,
+        addr: &str,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
+        let mut conn = match self.take_idle(addr) {
+            Some(c) => c,
+            None => connect(addr).await?,
+        };
+        let exchange = async {
+            write_frame(&mut conn, req).await?;
+            read_frame::<_, Response>(&mut conn).await
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(resp)) => {
+                self.put_idle(addr, conn);
+                Ok(resp)
+            }
+            Ok(Err(source)) => Err(RpcError::Wire {
+                addr: addr.to_string(),
+                source,
+            }),
+            Err(_) => Err(RpcError::Timeout {
+                addr: addr.to_string(),
+                timeout,
+            }),
+        }
+    }
+
+    /// Closes every idle connection to `addr` (after it failed).
+    pub fn forget(&self, addr: &str) {
+        lock(&self.idle).remove(addr);
+    }
+
+    fn take_idle(&self, addr: &str) -> Option<TcpStream> {
+        lock(&self.idle).get_mut(addr)?.pop()
+    }
+
+    fn put_idle(&self, addr: &str, conn: TcpStream) {
+        let mut idle = lock(&self.idle);
+        let list = idle.entry(addr.to_string()).or_default();
+        if list.len() < MAX_IDLE_PER_ADDR {
+            list.push(conn);
+        }
+    }
+}
+
+async fn connect(addr: &str) -> Result<TcpStream, RpcError> {
+    let fail = |reason: String| RpcError::Connect {
+        addr: addr.to_string(),
+        reason,
+    };
+    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| fail(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+        .map_err(|e| fail(e.to_string()))?;
+    let _ = conn.set_nodelay(true);
+    conn.write_all(&[PROTOCOL_MARKER])
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(conn)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
