@@ -247,7 +247,7 @@ both_sidecars_passing() {
     [[ "$(curl -fsS "http://$CONSUL_HTTP_ADDR/v1/health/connect/billing-api?passing" | jq length)" == 2 ]]
 }
 leader_known() { [[ "$(curl -fsS "http://$CONSUL_HTTP_ADDR/v1/status/leader")" == \"*:*\" ]]; }
-spawn agent "$MESH" agent -dev -http-port "$AGENT_HTTP" -dns-port "$AGENT_DNS" \
+spawn agent "$MESH" agent -dev -http-port "$AGENT_HTTP" -dns-port "$AGENT_DNS" -server-port=0 -serf-lan-port=0 \
     -server-port "$AGENT_SERVER" -serf-lan-port "$AGENT_SERF" \
     -bind 127.0.0.1 -client 127.0.0.1 -log-level warn
 AGENT_PID=$SPAWNED

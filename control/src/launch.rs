@@ -8,6 +8,8 @@ use crate::dns::{DnsConfig, DnsServer, StoreCatalog};
 use crate::http::{router, ApiState};
 use crate::raft::{RaftConfig, RaftNode};
 use crate::server::ca::{CaManager, CSR_MAX_PER_SECOND};
+use crate::server::leader::LeaderDuties;
+use crate::server::membership::{ClusterMember, MemberStatus, ServerInfo};
 use crate::server::SessionTimers;
 use crate::state::Store;
 use std::net::SocketAddr;
@@ -27,6 +29,21 @@ pub struct LaunchConfig {
     pub dns: DnsConfig,
     /// Entries between Raft snapshots.
     pub snapshot_threshold: u64,
+    /// The server RPC address (port 0 picks one).
+    pub rpc_addr: SocketAddr,
+    /// How this server's cluster starts.
+    pub bootstrap: Bootstrap,
+}
+
+/// How a server's Raft cluster comes to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// A one-server datacenter (`-dev`, `-bootstrap`, `-bootstrap-expect=1`).
+    Alone,
+    /// Wait for this many servers, then start the cluster with them.
+    Expect(u32),
+    /// Join a cluster a leader adds this server to.
+    Join,
 }
 
 /// A running agent.
@@ -72,6 +89,40 @@ async fn bind_dns(
     Err(last)
 }
 
+/// Waits, however long it takes, until this server's cluster has a leader
+/// and the CA it initialized has reached this server, saying so now and then.
+async fn wait_for_cluster(node: &RaftNode) {
+    let started = std::time::Instant::now();
+    loop {
+        if node.wait_for_leader(Duration::from_secs(10)).await.is_ok()
+            && node.barrier().await.is_ok()
+        {
+            return;
+        }
+        tracing::info!(
+            waited = ?started.elapsed(),
+            "waiting for a cluster leader (servers join through -join, -retry-join or -bootstrap-expect)"
+        );
+    }
+}
+
+/// This agent as a member of its LAN pool.
+fn self_member(cfg: &LaunchConfig) -> ClusterMember {
+    ClusterMember {
+        name: cfg.agent.node_name.clone(),
+        node_id: cfg.agent.node_id.clone(),
+        address: cfg.agent.advertise_addr.clone(),
+        status: MemberStatus::Alive,
+        server: Some(ServerInfo {
+            rpc_addr: format!("{}:{}", cfg.agent.advertise_addr, cfg.agent.ports.server),
+            expect: match cfg.bootstrap {
+                Bootstrap::Expect(n) => n,
+                _ => 0,
+            },
+        }),
+    }
+}
+
 /// Binds, starts and serves. Errors name what failed.
 pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
     let http = tokio::net::TcpListener::bind(cfg.http_addr)
@@ -80,8 +131,12 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
     let (udp, tcp) = bind_dns(cfg.dns_addr).await?;
     let dns_addr = udp.local_addr().map_err(|e| e.to_string())?;
+    let rpc = tokio::net::TcpListener::bind(cfg.rpc_addr)
+        .await
+        .map_err(|e| format!("server RPC listener on {}: {e}", cfg.rpc_addr))?;
     cfg.agent.ports.http = http_addr.port();
     cfg.agent.ports.dns = dns_addr.port();
+    cfg.agent.ports.server = rpc.local_addr().map_err(|e| e.to_string())?.port();
 
     let store = Arc::new(Store::default());
     let node = RaftNode::start(
@@ -91,26 +146,52 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
                 name: cfg.agent.node_name.clone(),
                 node_id: cfg.agent.node_id.clone(),
             },
-            bootstrap_alone: true,
             data_dir: cfg.agent.data_dir.clone(),
             snapshot_threshold: cfg.snapshot_threshold,
+            bootstrap_alone: cfg.bootstrap == Bootstrap::Alone,
         },
         store.clone(),
     )
     .await
     .map_err(|e| format!("starting Raft: {e}"))?;
-    node.wait_for_leader(Duration::from_secs(30))
-        .await
-        .map_err(|e| format!("waiting for a Raft leader: {e}"))?;
-
+    let mut tasks = vec![tokio::spawn(crate::rpc::server::serve(rpc, node.clone()))];
+    let sessions = Arc::new(SessionTimers::new(node.clone()));
+    let weak = Arc::downgrade(&sessions);
+    node.on_session_renew(Box::new(move |id, ttl| {
+        if let Some(s) = weak.upgrade() {
+            s.reset_here(id, ttl);
+        }
+    }));
     let ca = Arc::new(CaManager::new(node.clone(), CSR_MAX_PER_SECOND));
-    ca.initialize()
-        .await
-        .map_err(|e| format!("initializing the CA: {e}"))?;
+    let (_members_tx, members) = tokio::sync::watch::channel(vec![self_member(&cfg)]);
+    tasks.push(tokio::spawn(
+        LeaderDuties {
+            node: node.clone(),
+            ca: ca.clone(),
+            sessions: sessions.clone(),
+            members,
+            datacenter: cfg.agent.datacenter.clone(),
+            bootstrap_expect: match cfg.bootstrap {
+                Bootstrap::Expect(n) => n,
+                _ => 0,
+            },
+            node_id: cfg.agent.node_id.clone(),
+        }
+        .run(),
+    ));
+    if cfg.bootstrap == Bootstrap::Alone {
+        node.wait_for_leader(Duration::from_secs(30))
+            .await
+            .map_err(|e| format!("waiting for a Raft leader: {e}"))?;
+        ca.initialize()
+            .await
+            .map_err(|e| format!("initializing the CA: {e}"))?;
+    } else {
+        wait_for_cluster(&node).await;
+    }
+
     let leaves = LeafCache::start(ca.clone(), store.clone(), cfg.agent.datacenter.clone());
     let agent = Agent::start(cfg.agent.clone(), node.clone()).await?;
-    let sessions = Arc::new(SessionTimers::new(node.clone()));
-    sessions.reset_all();
 
     let mut dns_config = cfg.dns.clone();
     dns_config.domain = cfg.agent.domain.clone();
@@ -133,10 +214,8 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
         proxies: crate::agent::proxycfg::ProxyConfigs::new(agent.clone(), leaves.clone()),
         leaves,
     });
-    let mut tasks = vec![
-        tokio::spawn(ca.run()),
-        tokio::spawn(crate::server::tombstone_gc::run(node.clone())),
-    ];
+    tasks.push(tokio::spawn(ca.run()));
+    tasks.push(tokio::spawn(crate::server::tombstone_gc::run(node.clone())));
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app).await {
             tracing::error!(error = %e, "HTTP server stopped");

@@ -6,7 +6,7 @@ use clap::Args;
 use mesh_control::agent::{config_file, AgentConfig, Ports};
 use mesh_control::config_entry::intentions::Action;
 use mesh_control::dns::DnsConfig;
-use mesh_control::launch::{launch, LaunchConfig};
+use mesh_control::launch::{launch, Bootstrap, LaunchConfig};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -25,9 +25,21 @@ pub struct AgentArgs {
     /// Bootstrap a single-server datacenter.
     #[arg(long)]
     bootstrap: bool,
-    /// Servers to wait for before bootstrapping (only 1 for now).
+    /// Servers to wait for before bootstrapping the cluster.
     #[arg(long = "bootstrap-expect")]
     bootstrap_expect: Option<u32>,
+    /// An agent to join at start (repeatable); the start fails if none answers.
+    #[arg(long)]
+    join: Vec<String>,
+    /// An agent to join, retried until one answers (repeatable).
+    #[arg(long = "retry-join")]
+    retry_join: Vec<String>,
+    /// Time between -retry-join attempts (default 30s).
+    #[arg(long = "retry-interval", value_parser = humantime::parse_duration)]
+    retry_interval: Option<Duration>,
+    /// Rejoin the members known before a restart (kept in -data-dir).
+    #[arg(long)]
+    rejoin: bool,
     /// Where to keep state; required unless -dev.
     #[arg(long = "data-dir")]
     data_dir: Option<PathBuf>,
@@ -127,14 +139,19 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
         bail!("data_dir cannot be empty: use -data-dir (or -dev for an in-memory agent)");
     }
     if !server {
-        bail!("client agents join servers, which is not supported yet: run with -server -bootstrap (or -dev)");
+        bail!("client agents join servers, which is not supported yet: run with -server (or -dev)");
     }
-    if let Some(n) = expect.filter(|n| *n > 1) {
-        bail!("-bootstrap-expect={n}: multi-server clusters are not supported yet; use -bootstrap");
+    if args.dev && expect.is_some_and(|n| n > 1) {
+        bail!("-bootstrap-expect cannot be used with -dev: a dev agent is a one-server cluster");
     }
-    if !bootstrap {
-        bail!("a server needs -bootstrap (or -bootstrap-expect=1) until clustering lands");
+    if expect == Some(0) {
+        bail!("-bootstrap-expect=0 is invalid: give the number of servers (1, 3 or 5)");
     }
+    let bootstrap = match expect {
+        _ if bootstrap => Bootstrap::Alone,
+        Some(n) => Bootstrap::Expect(n),
+        None => Bootstrap::Join,
+    };
     let parse_ip = |s: Option<String>, what: &str| -> Result<Option<IpAddr>> {
         s.map(|a| a.parse().with_context(|| format!("invalid {what} {a:?}")))
             .transpose()
@@ -160,6 +177,7 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
     let snapshot_threshold = file.raft_snapshot_threshold.unwrap_or(16384).max(1);
     let http_port = args.http_port.or(ports.http).unwrap_or(8500);
     let dns_port = args.dns_port.or(ports.dns).unwrap_or(8600);
+    let server_port = args.server_port.or(ports.server).unwrap_or(8300);
     let mut node_meta: BTreeMap<String, String> = file.node_meta.unwrap_or_default();
     for kv in &args.node_meta {
         let (k, v) = kv
@@ -210,7 +228,7 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
         ports: Ports {
             http: http_port,
             dns: dns_port,
-            server: args.server_port.or(ports.server).unwrap_or(8300),
+            server: server_port,
             serf_lan: args.serf_lan_port.or(ports.serf_lan).unwrap_or(8301),
         },
         sync_interval: Duration::from_secs(60),
@@ -223,6 +241,8 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
             dns_addr: SocketAddr::new(client, dns_port),
             dns: DnsConfig::default(),
             snapshot_threshold,
+            rpc_addr: SocketAddr::new(bind, server_port),
+            bootstrap,
         },
         log_level,
         args.log_json,

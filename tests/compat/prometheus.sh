@@ -30,7 +30,7 @@ SUITE=prometheus
 # shellcheck source=tests/compat/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-"$MESH" agent -dev -http-port=0 -dns-port=0 >"$WORK/agent.out" 2>"$WORK/agent.log" &
+"$MESH" agent -dev -http-port=0 -dns-port=0 -server-port=0 -serf-lan-port=0 >"$WORK/agent.out" 2>"$WORK/agent.log" &
 PIDS+=($!)
 wait_for "the agent" agent_up
 HTTP_PORT=$(http_port)

@@ -124,7 +124,7 @@ cat >"$WORK/config/broken.json" <<'EOF'
 }
 EOF
 
-"$MESH" agent -dev -http-port=0 -dns-port=0 -node="$NODE" -enable-script-checks \
+"$MESH" agent -dev -http-port=0 -dns-port=0 -server-port=0 -serf-lan-port=0 -node="$NODE" -enable-script-checks \
     -config-dir="$WORK/config" >"$WORK/agent.out" 2>"$WORK/agent.err" &
 AGENT_PID=$!
 

@@ -45,7 +45,7 @@ cat >socat.json <<JSON
 {"service": {"name": "socat", "port": $ECHO_PORT,
              "connect": {"sidecar_service": {"port": $SIDECAR_PORT}}}}
 JSON
-"$MESH" agent -dev -enable-script-checks -config-dir=. -http-port=0 -dns-port=0 \
+"$MESH" agent -dev -enable-script-checks -config-dir=. -http-port=0 -dns-port=0 -server-port=0 -serf-lan-port=0 \
     >"$WORK/agent.out" 2>"$WORK/agent.log" &
 PIDS+=($!)
 wait_for "the agent" agent_up

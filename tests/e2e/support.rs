@@ -69,6 +69,11 @@ impl Agent {
             cmd.arg("-http-port=0");
         }
         cmd.arg("-dns-port=0");
+        for flag in ["-server-port", "-serf-lan-port"] {
+            if !args.iter().any(|a| a.starts_with(flag)) {
+                cmd.arg(format!("{flag}=0"));
+            }
+        }
         if !args.iter().any(|a| a.starts_with("-node")) {
             cmd.arg("-node=test-node");
         }

@@ -7,7 +7,7 @@
 use super::Agent;
 use crate::raft::{now_ms, Command, CommandResult};
 use crate::structs::{
-    status, DeregisterRequest, HealthCheck, NodeService, RegisterRequest, SERF_HEALTH_CHECK,
+    DeregisterRequest, HealthCheck, NodeService, RegisterRequest, SERF_HEALTH_CHECK,
 };
 use std::collections::BTreeMap;
 
@@ -54,19 +54,11 @@ impl Agent {
         }
     }
 
-    /// Registers this node with its `serfHealth` check. The cluster issue
-    /// moves `serfHealth` to the leader's membership reconciliation.
+    /// Registers this node (and, on a server, its `consul` service). Its
+    /// `serfHealth` check is the leader's to keep
+    /// ([`crate::server::membership`]).
     pub(super) async fn register_node(&self) -> Result<(), String> {
         let mut req = self.register_request();
-        req.check = Some(HealthCheck {
-            node: self.config.node_name.clone(),
-            check_id: SERF_HEALTH_CHECK.into(),
-            name: "Serf Health Status".into(),
-            status: status::PASSING.into(),
-            output: "Agent alive and reachable".into(),
-            check_type: "serf".into(),
-            ..Default::default()
-        });
         if self.config.server {
             req.service = Some(consul_service(&self.config));
         }
@@ -199,12 +191,7 @@ impl Agent {
                 || data
                     .services
                     .get(&self.config.node_name)
-                    .is_some_and(|s| s.contains_key(CONSUL_SERVICE)))
-                && data
-                    .checks
-                    .get(&self.config.node_name)
-                    .and_then(|c| c.get(SERF_HEALTH_CHECK))
-                    .is_some_and(|c| c.status == status::PASSING);
+                    .is_some_and(|s| s.contains_key(CONSUL_SERVICE)));
             (
                 node_ok,
                 data.services

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 openraft::declare_raft_types!(
@@ -121,7 +121,11 @@ pub struct RaftNode {
     node_id: u64,
     pool: Arc<RpcPool>,
     leader_contact: Arc<Mutex<Instant>>,
+    renew_session: Arc<OnceLock<RenewSession>>,
 }
+
+/// Restarts a session's TTL timer on the leader.
+pub type RenewSession = Box<dyn Fn(&str, Duration) + Send + Sync>;
 
 impl RaftNode {
     /// Opens the log and state machine and starts Raft. With
@@ -163,6 +167,7 @@ impl RaftNode {
             node_id,
             pool,
             leader_contact: Arc::new(Mutex::new(Instant::now())),
+            renew_session: Arc::default(),
         };
         if config.bootstrap_alone && !node.is_initialized().await {
             node.bootstrap(BTreeMap::from([(node_id, config.server)]))
@@ -246,6 +251,29 @@ impl RaftNode {
         self.on_leader(Request::RemovePeer { id }).await.map(|_| ())
     }
 
+    /// Whether the server at `addr` already belongs to a Raft cluster
+    /// (false when it cannot be asked).
+    pub async fn peer_initialized(&self, addr: &str) -> bool {
+        matches!(
+            self.pool.call(addr, &Request::Info, RETRY_BACKOFF * 20).await,
+            Ok(Response::Info { initialized: true })
+        )
+    }
+
+    /// Sets what a session renewal forwarded to this leader does (once).
+    pub fn on_session_renew(&self, renew: RenewSession) {
+        let _ = self.renew_session.set(renew);
+    }
+
+    /// Restarts session `id`'s TTL timer on the leader.
+    pub async fn renew_session_on_leader(&self, id: &str, ttl: Duration) -> Result<(), RaftError> {
+        let req = Request::SessionRenew {
+            id: id.to_string(),
+            ttl_ms: ttl.as_millis() as u64,
+        };
+        self.on_leader(req).await.map(|_| ())
+    }
+
     /// Sends `req` to the leader (handling it here when this node leads),
     /// retrying while no leader answers, for up to [`HOLD_TIMEOUT`].
     async fn on_leader(&self, req: Request) -> Result<Response, RaftError> {
@@ -299,6 +327,18 @@ impl RaftNode {
                 .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
                 .await
                 .map(|_| Response::Done),
+            Request::SessionRenew { id, ttl_ms } => {
+                if !self.is_leader() {
+                    return Response::NotLeader { leader: self.leader() };
+                }
+                return match self.renew_session.get() {
+                    Some(renew) => {
+                        renew(&id, Duration::from_millis(ttl_ms));
+                        Response::Done
+                    }
+                    None => Response::Failed("this server keeps no session timers".into()),
+                };
+            }
             other => return Response::Failed(format!("not a leader request: {other:?}")),
         };
         match result {
@@ -435,6 +475,10 @@ fn clone_request(req: &Request) -> Request {
             node: node.clone(),
         },
         Request::RemovePeer { id } => Request::RemovePeer { id: *id },
+        Request::SessionRenew { id, ttl_ms } => Request::SessionRenew {
+            id: id.clone(),
+            ttl_ms: *ttl_ms,
+        },
         // Raft traffic never goes through `on_leader`.
         _ => Request::Info,
     }

@@ -45,6 +45,13 @@ pub enum Request {
         /// Its Raft ID.
         id: u64,
     },
+    /// Restart a session's TTL timer (sent to the leader, which keeps them).
+    SessionRenew {
+        /// The session ID.
+        id: String,
+        /// Its TTL in milliseconds.
+        ttl_ms: u64,
+    },
     /// Whether this server has joined a Raft cluster (for `-bootstrap-expect`).
     Info,
 }

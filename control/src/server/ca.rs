@@ -81,6 +81,9 @@ impl RateLimiter {
 pub struct CaManager {
     node: RaftNode,
     limiter: RateLimiter,
+    /// Serializes [`CaManager::initialize`]: the launch and a new leader
+    /// may both ask, and only one root may be made.
+    init: tokio::sync::Mutex<()>,
 }
 
 /// What a configuration asks of the active root.
@@ -119,6 +122,7 @@ impl CaManager {
         CaManager {
             node,
             limiter: RateLimiter::new(rate),
+            init: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -139,6 +143,7 @@ impl CaManager {
     /// cluster ID and settings, and its provided root (`RootCert`,
     /// `PrivateKey`) becomes the first root; otherwise one is generated.
     pub async fn initialize(&self) -> Result<(), CaOpError> {
+        let _one_at_a_time = self.init.lock().await;
         let mut state = self.state();
         if state.config.is_some() && state.active().is_some() {
             return Ok(());
@@ -262,6 +267,9 @@ impl CaManager {
     pub async fn run(self: std::sync::Arc<Self>) {
         loop {
             tokio::time::sleep(Duration::from_secs(60)).await;
+            if !self.node.is_leader() {
+                continue;
+            }
             if let Err(e) = self.prune().await {
                 tracing::warn!(error = %e, "pruning CA roots failed");
             }

@@ -2,6 +2,8 @@
 //! running the CA and reaping KV tombstones.
 
 pub mod ca;
+pub mod leader;
+pub mod membership;
 mod session_ttl;
 pub mod tombstone_gc;
 

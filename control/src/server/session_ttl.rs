@@ -1,5 +1,10 @@
 //! Session TTLs: a session not renewed within twice its TTL (Consul's
 //! multiplier) is destroyed through Raft, releasing or deleting its locks.
+//!
+//! Only the leader keeps timers, as in Consul: a renewal that reaches a
+//! follower is forwarded to the leader, a timer that fires on a server that
+//! has lost leadership does nothing, and a new leader restarts every
+//! session's timer ([`SessionTimers::reset_all`]).
 
 use crate::raft::{now_ms, Command, RaftNode};
 use std::collections::HashMap;
@@ -33,11 +38,27 @@ impl SessionTimers {
         }
     }
 
-    /// Starts (or restarts) the timer of session `id`.
+    /// Starts (or restarts) the timer of session `id`: here when this
+    /// server leads, on the leader otherwise.
     pub fn reset(&self, id: &str, ttl: Duration) {
         if ttl.is_zero() {
             return;
         }
+        if !self.node.is_leader() {
+            let node = self.node.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                if let Err(e) = node.renew_session_on_leader(&id, ttl).await {
+                    tracing::warn!(session = %id, error = %e, "forwarding a session renewal failed");
+                }
+            });
+            return;
+        }
+        self.reset_here(id, ttl);
+    }
+
+    /// Starts (or restarts) the timer of session `id` on this server.
+    pub fn reset_here(&self, id: &str, ttl: Duration) {
         let node = self.node.clone();
         let session = id.to_string();
         let timers = self.timers.clone();
@@ -46,6 +67,9 @@ impl SessionTimers {
         let generation = t.generation;
         let handle = tokio::spawn(async move {
             tokio::time::sleep(ttl * TTL_MULTIPLIER).await;
+            if !node.is_leader() {
+                return;
+            }
             let cmd = Command::SessionDestroy {
                 id: session.clone(),
                 now_ms: now_ms(),
@@ -65,6 +89,14 @@ impl SessionTimers {
         });
         if let Some((_, old)) = t.running.insert(id.to_string(), (generation, handle)) {
             old.abort();
+        }
+    }
+
+    /// Stops every timer (this server no longer leads).
+    pub fn clear(&self) {
+        let mut t = self.timers.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, (_, handle)) in t.running.drain() {
+            handle.abort();
         }
     }
 
@@ -93,7 +125,7 @@ impl SessionTimers {
             .map(|s| (s.id.clone(), s.ttl.0))
             .collect();
         for (id, ttl) in sessions {
-            self.reset(&id, ttl);
+            self.reset_here(&id, ttl);
         }
     }
 }
