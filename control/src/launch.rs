@@ -164,6 +164,7 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
     }));
     let ca = Arc::new(CaManager::new(node.clone(), CSR_MAX_PER_SECOND));
     let (_members_tx, members) = tokio::sync::watch::channel(vec![self_member(&cfg)]);
+    let api_members = members.clone();
     tasks.push(tokio::spawn(
         LeaderDuties {
             node: node.clone(),
@@ -213,6 +214,7 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
         ca: ca.clone(),
         proxies: crate::agent::proxycfg::ProxyConfigs::new(agent.clone(), leaves.clone()),
         leaves,
+        members: api_members,
     });
     tasks.push(tokio::spawn(ca.run()));
     tasks.push(tokio::spawn(crate::server::tombstone_gc::run(node.clone())));

@@ -10,6 +10,7 @@ mod kv;
 mod leave;
 mod lock;
 mod members;
+mod operator;
 mod proxy;
 mod reload;
 mod services;
@@ -47,6 +48,8 @@ enum Command {
     Lock(lock::LockArgs),
     /// Lists the members of the cluster.
     Members(members::MembersArgs),
+    /// Operates the servers: their Raft configuration.
+    Operator(operator::OperatorArgs),
     /// Runs a sidecar or client proxy of the service mesh.
     Proxy(proxy::ProxyArgs),
     /// Triggers the agent to reload its configuration files.
@@ -73,6 +76,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Leave(a) => leave::run(a).await,
         Command::Lock(a) => return lock::run(a).await,
         Command::Members(a) => members::run(a).await,
+        Command::Operator(a) => operator::run(a).await,
         Command::Proxy(a) => return proxy::run(a).await,
         Command::Reload(a) => reload::run(a).await,
         Command::Services(a) => services::run(a).await,

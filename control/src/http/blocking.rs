@@ -57,7 +57,15 @@ impl ApiState {
         topics: &[Topic],
         read: impl Fn(&StateData) -> (u64, T),
     ) -> Result<(QueryMeta, T), ApiError> {
-        if opts.consistency == Consistency::Consistent {
+        // A follower answers a default read only after catching up with
+        // what the leader had committed (read-index), as Consul forwards
+        // such reads to the leader; `stale` reads answer from local state.
+        let catch_up = match opts.consistency {
+            Consistency::Consistent => true,
+            Consistency::Default => !self.node.is_leader(),
+            Consistency::Stale => false,
+        };
+        if catch_up {
             self.node.barrier().await?;
         }
         let deadline = (opts.min_index > 0).then(|| {

@@ -16,6 +16,7 @@ mod intentions;
 mod internal;
 mod kv;
 mod metrics;
+mod operator;
 mod prometheus_sd;
 mod proxy_config;
 mod query;
@@ -51,6 +52,8 @@ pub struct ApiState {
     pub leaves: Arc<crate::agent::leaf::LeafCache>,
     /// The configs the agent pushes to its proxies.
     pub proxies: crate::agent::proxycfg::ProxyConfigs,
+    /// The LAN pool's members, as gossip sees them.
+    pub members: tokio::sync::watch::Receiver<Vec<crate::server::membership::ClusterMember>>,
 }
 
 /// The request's context: its query parameters, its target datacenter and its
@@ -164,6 +167,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(kv::routes())
         .merge(session::routes())
         .merge(status::routes())
+        .merge(operator::routes())
         .merge(txn::routes())
         .merge(metrics::routes())
         .merge(prometheus_sd::routes())

@@ -122,6 +122,27 @@ pub struct RaftNode {
     pool: Arc<RpcPool>,
     leader_contact: Arc<Mutex<Instant>>,
     renew_session: Arc<OnceLock<RenewSession>>,
+    contacts: network::Contacts,
+}
+
+/// How far one server has replicated, as its leader sees it (for
+/// autopilot's server health).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerProgress {
+    /// Its Raft ID.
+    pub id: u64,
+    /// Its name and address.
+    pub node: ServerNode,
+    /// Whether it votes.
+    pub voter: bool,
+    /// Whether it leads.
+    pub leader: bool,
+    /// The last log index it holds.
+    pub last_index: u64,
+    /// Milliseconds since it last answered the leader; `None` if it never has.
+    pub last_contact_ms: Option<u64>,
+    /// The leader's term.
+    pub term: u64,
 }
 
 /// Restarts a session's TTL timer on the leader.
@@ -151,11 +172,12 @@ impl RaftNode {
         let log = log_store::LogStore::open(dir.as_deref()).map_err(internal)?;
         let sm = state_machine::StateMachine::open(store.clone(), dir.as_deref()).map_err(internal)?;
         let pool = Arc::new(RpcPool::default());
+        let contacts = network::Contacts::default();
         let node_id = raft_id(&config.server.node_id);
         let raft = Raft::new(
             node_id,
             Arc::new(raft_config),
-            network::Network::new(pool.clone()),
+            network::Network::new(pool.clone(), contacts.clone()),
             log,
             sm,
         )
@@ -168,6 +190,7 @@ impl RaftNode {
             pool,
             leader_contact: Arc::new(Mutex::new(Instant::now())),
             renew_session: Arc::default(),
+            contacts,
         };
         if config.bootstrap_alone && !node.is_initialized().await {
             node.bootstrap(BTreeMap::from([(node_id, config.server)]))
@@ -260,6 +283,43 @@ impl RaftNode {
         )
     }
 
+    /// Every server's replication progress, from the leader.
+    pub async fn progress(&self) -> Result<Vec<ServerProgress>, RaftError> {
+        match self.on_leader(Request::Progress).await? {
+            Response::Progress(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn progress_here(&self) -> Vec<ServerProgress> {
+        let m = self.raft.metrics().borrow().clone();
+        let contacts = lock(&self.contacts).clone();
+        let replication = m.replication.clone().unwrap_or_default();
+        self.configuration()
+            .into_iter()
+            .map(|s| {
+                let me = s.id == self.node_id;
+                ServerProgress {
+                    last_index: if me {
+                        m.last_log_index.unwrap_or(0)
+                    } else {
+                        replication.get(&s.id).copied().flatten().map_or(0, |l| l.index)
+                    },
+                    last_contact_ms: if me {
+                        Some(0)
+                    } else {
+                        contacts.get(&s.id).map(|t| t.elapsed().as_millis() as u64)
+                    },
+                    id: s.id,
+                    node: s.node,
+                    voter: s.voter,
+                    leader: s.leader,
+                    term: m.current_term,
+                }
+            })
+            .collect()
+    }
+
     /// Sets what a session renewal forwarded to this leader does (once).
     pub fn on_session_renew(&self, renew: RenewSession) {
         let _ = self.renew_session.set(renew);
@@ -327,6 +387,12 @@ impl RaftNode {
                 .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
                 .await
                 .map(|_| Response::Done),
+            Request::Progress => {
+                if !self.is_leader() {
+                    return Response::NotLeader { leader: self.leader() };
+                }
+                return Response::Progress(self.progress_here());
+            }
             Request::SessionRenew { id, ttl_ms } => {
                 if !self.is_leader() {
                     return Response::NotLeader { leader: self.leader() };
@@ -426,6 +492,12 @@ impl RaftNode {
             .collect()
     }
 
+    /// The log index of the Raft configuration in force.
+    pub fn membership_index(&self) -> u64 {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config.log_id().map_or(0, |l| l.index)
+    }
+
     /// The index of the last committed entry this node has applied.
     pub fn applied_index(&self) -> u64 {
         self.status().applied_index
@@ -475,6 +547,7 @@ fn clone_request(req: &Request) -> Request {
             node: node.clone(),
         },
         Request::RemovePeer { id } => Request::RemovePeer { id: *id },
+        Request::Progress => Request::Progress,
         Request::SessionRenew { id, ttl_ms } => Request::SessionRenew {
             id: id.clone(),
             ttl_ms: *ttl_ms,

@@ -12,23 +12,31 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// When each follower last answered the leader's AppendEntries.
+pub type Contacts = Arc<Mutex<HashMap<u64, Instant>>>;
 
 /// Makes connections to peers.
 pub struct Network {
     pool: Arc<RpcPool>,
+    contacts: Contacts,
 }
 
 impl Network {
-    /// A network that dials through `pool`.
-    pub fn new(pool: Arc<RpcPool>) -> Network {
-        Network { pool }
+    /// A network that dials through `pool` and records followers' answers
+    /// in `contacts`.
+    pub fn new(pool: Arc<RpcPool>, contacts: Contacts) -> Network {
+        Network { pool, contacts }
     }
 }
 
 /// The way to one peer.
 pub struct Connection {
     pool: Arc<RpcPool>,
+    contacts: Contacts,
     target: u64,
     node: ServerNode,
 }
@@ -39,6 +47,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &ServerNode) -> Connection {
         Connection {
             pool: self.pool.clone(),
+            contacts: self.contacts.clone(),
             target,
             node: node.clone(),
         }
@@ -83,11 +92,17 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Rpc<AppendEntriesResponse<u64>> {
-        self.send(Request::AppendEntries(rpc), &option, |r| match r {
-            Response::AppendEntries(r) => Some(r),
-            _ => None,
-        })
-        .await
+        let resp = self
+            .send(Request::AppendEntries(rpc), &option, |r| match r {
+                Response::AppendEntries(r) => Some(r),
+                _ => None,
+            })
+            .await?;
+        self.contacts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.target, Instant::now());
+        Ok(resp)
     }
 
     async fn install_snapshot(

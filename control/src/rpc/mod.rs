@@ -52,6 +52,8 @@ pub enum Request {
         /// Its TTL in milliseconds.
         ttl_ms: u64,
     },
+    /// Every server's replication progress (sent to the leader).
+    Progress,
     /// Whether this server has joined a Raft cluster (for `-bootstrap-expect`).
     Info,
 }
@@ -80,6 +82,8 @@ pub enum Response {
     },
     /// Done.
     Done,
+    /// Answers [`Request::Progress`].
+    Progress(Vec<crate::raft::ServerProgress>),
     /// Answers [`Request::Info`].
     Info {
         /// Whether the server has a Raft configuration.
