@@ -180,6 +180,8 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
         }
         .run(),
     ));
+    let leaves = LeafCache::start(ca.clone(), store.clone(), cfg.agent.datacenter.clone());
+    let agent = Agent::new(cfg.agent.clone(), node.clone());
     if cfg.bootstrap == Bootstrap::Alone {
         node.wait_for_leader(Duration::from_secs(30))
             .await
@@ -187,12 +189,20 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
         ca.initialize()
             .await
             .map_err(|e| format!("initializing the CA: {e}"))?;
+        agent.begin().await?;
     } else {
-        wait_for_cluster(&node).await;
+        // Serve at once, as Consul does, and join the catalog once the
+        // cluster has a leader.
+        let agent = agent.clone();
+        let node_for_agent = node.clone();
+        tasks.push(tokio::spawn(async move {
+            wait_for_cluster(&node_for_agent).await;
+            if let Err(e) = agent.begin().await {
+                tracing::error!(error = %e, "starting the agent failed");
+                agent.leave();
+            }
+        }));
     }
-
-    let leaves = LeafCache::start(ca.clone(), store.clone(), cfg.agent.datacenter.clone());
-    let agent = Agent::start(cfg.agent.clone(), node.clone()).await?;
 
     let mut dns_config = cfg.dns.clone();
     dns_config.domain = cfg.agent.domain.clone();

@@ -107,8 +107,15 @@ impl Agent {
     /// Starts the agent: registers the node, loads config files, and starts
     /// anti-entropy and the critical-service reaper.
     pub async fn start(config: AgentConfig, node: RaftNode) -> Result<Arc<Agent>, String> {
+        let agent = Agent::new(config, node);
+        agent.begin().await?;
+        Ok(agent)
+    }
+
+    /// The agent, not yet in the catalog: [`Agent::begin`] puts it there.
+    pub fn new(config: AgentConfig, node: RaftNode) -> Arc<Agent> {
         let (leave, _) = tokio::sync::watch::channel(false);
-        let agent = Arc::new_cyclic(|me| Agent {
+        Arc::new_cyclic(|me| Agent {
             config,
             node,
             local: Mutex::new(LocalState::default()),
@@ -117,11 +124,17 @@ impl Agent {
             reload_lock: tokio::sync::Mutex::new(()),
             me: me.clone(),
             leave,
-        });
+        })
+    }
+
+    /// Registers the node, restores API registrations, loads the config
+    /// files' services and checks, and starts anti-entropy. Needs a leader.
+    pub async fn begin(self: &Arc<Self>) -> Result<(), String> {
+        let agent = self;
         agent.register_node().await?;
         agent.restore_registrations().await?;
         agent.reload().await?;
-        let weak = Arc::downgrade(&agent);
+        let weak = Arc::downgrade(agent);
         let interval = agent.config.sync_interval;
         tokio::spawn(async move {
             loop {
@@ -132,7 +145,7 @@ impl Agent {
                 }
             }
         });
-        let weak = Arc::downgrade(&agent);
+        let weak = Arc::downgrade(agent);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -140,7 +153,7 @@ impl Agent {
                 agent.reap_critical_services().await;
             }
         });
-        Ok(agent)
+        Ok(())
     }
 
     /// The agent's settings.

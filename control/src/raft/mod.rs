@@ -418,15 +418,28 @@ impl RaftNode {
 
     async fn add_voter_here(&self, id: u64, node: ServerNode) -> Result<Response, WriteError> {
         let membership = self.raft.metrics().borrow().membership_config.clone();
-        let known = membership.membership().get_node(&id) == Some(&node);
+        let current = membership.membership().get_node(&id).cloned();
         let voter = membership.membership().voter_ids().any(|v| v == id);
-        if known && voter {
-            return Ok(Response::Done);
+        match current {
+            // A server that came back on another address: re-address it.
+            Some(known) if known != node => {
+                self.raft
+                    .change_membership(
+                        ChangeMembers::SetNodes(BTreeMap::from([(id, node)])),
+                        false,
+                    )
+                    .await?;
+            }
+            Some(_) => {}
+            None => {
+                self.raft.add_learner(id, node, true).await?;
+            }
         }
-        self.raft.add_learner(id, node, true).await?;
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await?;
+        if !voter {
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await?;
+        }
         Ok(Response::Done)
     }
 
