@@ -47,7 +47,7 @@ MESH_PORT=""
 # ephemeral UDP port chosen is taken on TCP); retry a few times with a fresh data dir.
 for attempt in 1 2 3; do
     rm -rf "$WORK/mesh-data" && mkdir -p "$WORK/mesh-data"
-    "$MESH" agent -server -bootstrap -data-dir "$WORK/mesh-data" -node bench \
+    "$MESH" agent -server -bootstrap -data-dir "$WORK/mesh-data" -node bench -server-port=0 -serf-lan-port=0 \
         -http-port=0 -dns-port=0 >"$WORK/mesh.out" 2>"$WORK/mesh.err" &
     MESH_PID=$!
     PIDS+=("$MESH_PID")

@@ -4,6 +4,7 @@
 mod blocking;
 mod ca;
 mod catalog;
+mod cluster;
 mod cli;
 mod config;
 mod connect;

@@ -29,6 +29,8 @@ pub struct Agent {
     pub dns: SocketAddr,
     /// The HTTP client.
     pub client: reqwest::Client,
+    /// The LAN gossip port.
+    pub serf_lan: u16,
     log: PathBuf,
     _logdir: tempfile::TempDir,
 }
@@ -86,7 +88,7 @@ impl Agent {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("Client Addr:") {
+                if line.contains("Client Addr:") || line.contains("Cluster Addr:") {
                     let _ = tx.send(line);
                 }
             }
@@ -99,6 +101,10 @@ impl Agent {
                 panic!("agent did not start (exited, or no address line within 60s); log:\n{log}");
             }
         };
+        let cluster = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no Cluster Addr line after Client Addr");
+        let serf_lan = port_after(&cluster, "LAN: ");
         let http_port = port_after(&line, "HTTP: ");
         let dns_port = port_after(&line, "DNS: ");
         let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
@@ -108,6 +114,7 @@ impl Agent {
             http,
             dns: format!("127.0.0.1:{dns_port}").parse().unwrap(),
             client: reqwest::Client::new(),
+            serf_lan,
             log,
             _logdir: logdir,
         }

@@ -99,6 +99,8 @@ async fn agent_self(State(api): Api) -> Json<Value> {
             "EnableScriptChecks": c.enable_script_checks,
             "HTTPPort": c.ports.http,
             "DNSPort": c.ports.dns,
+            "ServerPort": c.ports.server,
+            "SerfPortLAN": c.ports.serf_lan,
         },
         "Coord": null,
         "Member": member(&api),

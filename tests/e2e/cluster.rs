@@ -1,0 +1,284 @@
+//! Multi-process clusters on loopback: three servers that find each other
+//! through gossip, elect a leader, replicate, survive losing the leader
+//! under load without losing an acknowledged write, and catch a restarted
+//! server up.
+
+use crate::support::{eventually, Agent};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+const FORM: Duration = Duration::from_secs(45);
+
+/// A server's flags: `-server -bootstrap-expect=3`, its own data dir, and
+/// whatever else the test adds (joins, pinned ports).
+fn start_server(name: &str, dir: &TempDir, extra: &[String]) -> Agent {
+    let mut args = vec![
+        "-server".to_string(),
+        "-bootstrap-expect=3".into(),
+        format!("-node={name}"),
+        format!("-data-dir={}", dir.path().display()),
+    ];
+    args.extend(extra.iter().cloned());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Agent::start(&refs)
+}
+
+/// Starts three servers; the second and third retry-join the first.
+fn three_servers(dirs: &[TempDir]) -> Vec<Agent> {
+    let s1 = start_server("s1", &dirs[0], &[]);
+    let join = format!("-retry-join=127.0.0.1:{}", s1.serf_lan);
+    let s2 = start_server("s2", &dirs[1], &[join.clone(), "-retry-interval=200ms".into()]);
+    let s3 = start_server("s3", &dirs[2], &[join, "-retry-interval=200ms".into()]);
+    vec![s1, s2, s3]
+}
+
+async fn leader_of(a: &Agent) -> Option<String> {
+    let r = a.get("/v1/status/leader").await;
+    let leader = r.json().as_str()?.to_string();
+    (r.status == 200 && !leader.is_empty()).then_some(leader)
+}
+
+/// Waits until every agent names the same leader and `voters` voters;
+/// returns the leader's RPC address.
+async fn agreed_leader(agents: &[&Agent], voters: usize) -> String {
+    eventually(FORM, "servers agree on a leader", || async {
+        let mut leaders = Vec::new();
+        for a in agents {
+            leaders.push(leader_of(a).await?);
+            let peers = a.get("/v1/status/peers").await.json();
+            if peers.as_array()?.len() != voters {
+                return None;
+            }
+        }
+        leaders.dedup();
+        (leaders.len() == 1).then(|| leaders.remove(0))
+    })
+    .await
+}
+
+async fn server_port(a: &Agent) -> u16 {
+    a.get("/v1/agent/self").await.json()["Config"]["ServerPort"]
+        .as_u64()
+        .expect("ServerPort") as u16
+}
+
+async fn index_of_leader(agents: &[Agent], leader: &str) -> usize {
+    for (i, a) in agents.iter().enumerate() {
+        if leader.ends_with(&format!(":{}", server_port(a).await)) {
+            return i;
+        }
+    }
+    panic!("no agent serves the leader {leader}");
+}
+
+/// Status of `node`'s serfHealth check as `a` reports it.
+async fn serf_health(a: &Agent, node: &str) -> Option<String> {
+    let checks = a.get(&format!("/v1/health/node/{node}?stale")).await.json();
+    checks
+        .as_array()?
+        .iter()
+        .find(|c| c["CheckID"] == "serfHealth")
+        .and_then(|c| c["Status"].as_str().map(str::to_string))
+}
+
+/// Writes `load/<n>` through the servers in turn until stopped, keeping the
+/// writes that were acknowledged.
+fn start_load(bases: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<BTreeMap<u64, String>> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let mut acked = BTreeMap::new();
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let base = &bases[n as usize % bases.len()];
+            let value = format!("v{n}");
+            let resp = client
+                .put(format!("{base}/v1/kv/load/{n:06}"))
+                .body(value.clone())
+                .send()
+                .await;
+            if let Ok(r) = resp {
+                if r.status() == 200 && r.text().await.unwrap_or_default().trim() == "true" {
+                    acked.insert(n, value);
+                }
+            }
+        }
+        acked
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
+    let dirs: Vec<TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers = three_servers(&dirs);
+    let all: Vec<&Agent> = servers.iter().collect();
+    let leader = agreed_leader(&all, 3).await;
+
+    // Gossip: every server sees three alive servers.
+    for s in &servers {
+        eventually(FORM, "three alive members", || async {
+            let members = s.get("/v1/agent/members").await.json();
+            let alive = members
+                .as_array()?
+                .iter()
+                .filter(|m| m["Status"] == 1 && m["Tags"]["role"] == "consul")
+                .count();
+            (alive == 3).then_some(())
+        })
+        .await;
+    }
+    let members = servers[0].cli_ok(&["members"]);
+    for name in ["s1", "s2", "s3"] {
+        assert!(
+            members.lines().any(|l| l.starts_with(name) && l.contains("alive") && l.contains("server")),
+            "{members}"
+        );
+    }
+    let peers = servers[1].cli_ok(&["operator", "raft", "list-peers"]);
+    assert_eq!(peers.lines().count(), 4, "{peers}");
+    assert_eq!(peers.lines().filter(|l| l.contains("leader")).count(), 1, "{peers}");
+    let config = servers[2].get("/v1/operator/raft/configuration").await.json();
+    assert_eq!(config["Servers"].as_array().unwrap().len(), 3, "{config}");
+
+    // The leader reflects membership into the catalog.
+    for name in ["s1", "s2", "s3"] {
+        eventually(FORM, "serfHealth passing", || async {
+            (serf_health(&servers[0], name).await.as_deref() == Some("passing")).then_some(())
+        })
+        .await;
+    }
+    let consul = servers[0].get("/v1/health/service/consul?passing").await.json();
+    assert_eq!(consul.as_array().unwrap().len(), 3, "{consul}");
+
+    // Writes through any server; consistent reads from any other.
+    for (i, s) in servers.iter().enumerate() {
+        s.put_ok(&format!("/v1/kv/via/{i}"), &format!("from-{i}")).await;
+        let other = &servers[(i + 1) % 3];
+        let r = other.get(&format!("/v1/kv/via/{i}?consistent&raw")).await;
+        assert_eq!((r.status, r.text.as_str()), (200, format!("from-{i}").as_str()));
+    }
+    // A stale read on a follower says how fresh it is.
+    let li = index_of_leader(&servers, &leader).await;
+    let follower = &servers[(li + 1) % 3];
+    let r = follower.get("/v1/kv/via/0?stale").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["X-Consul-KnownLeader"], "true");
+    let contact: u64 = r.headers["X-Consul-LastContact"].to_str().unwrap().parse().unwrap();
+    assert!(contact < 10_000, "last contact {contact}ms");
+
+    // kill -9 the leader under a steady write load.
+    let stop = Arc::new(AtomicBool::new(false));
+    let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
+    let load = start_load(bases, stop.clone());
+    eventually(FORM, "load running", || async {
+        let r = servers[li].get("/v1/kv/load/?keys&stale").await;
+        (r.status == 200 && r.json().as_array()?.len() >= 20).then_some(())
+    })
+    .await;
+    let old_server_port = server_port(&servers[li]).await;
+    let old_serf_port = servers[li].serf_lan;
+    servers[li].kill9();
+    let killed_at = Instant::now();
+    let survivors: Vec<&Agent> = (0..3).filter(|i| *i != li).map(|i| &servers[i]).collect();
+    let new_leader = eventually(FORM, "a new leader", || async {
+        let mut leaders = Vec::new();
+        for a in &survivors {
+            leaders.push(leader_of(a).await?);
+        }
+        leaders.dedup();
+        (leaders.len() == 1 && leaders[0] != leader).then(|| leaders.remove(0))
+    })
+    .await;
+    let before = Arc::new(Mutex::new(0usize));
+    eventually(FORM, "writes after the fail-over", || async {
+        let r = survivors[0].get("/v1/kv/load/?keys&stale").await;
+        let n = r.json().as_array().map_or(0, Vec::len);
+        let mut b = before.lock().unwrap();
+        if *b == 0 {
+            *b = n;
+        }
+        (n >= *b + 50).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = load.await.unwrap();
+    eprintln!(
+        "{} writes acknowledged; new leader {new_leader} within {:?}",
+        acked.len(),
+        killed_at.elapsed()
+    );
+    assert!(acked.len() > 70, "only {} writes acknowledged", acked.len());
+    // Every acknowledged write is there, on both survivors.
+    for s in &survivors {
+        let all = s.get("/v1/kv/load/?recurse&consistent").await.json();
+        let stored: BTreeMap<String, String> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let v = e["Value"].as_str().unwrap_or_default();
+                let bytes = base64_decode(v);
+                (e["Key"].as_str().unwrap().to_string(), String::from_utf8(bytes).unwrap())
+            })
+            .collect();
+        for (n, value) in &acked {
+            assert_eq!(
+                stored.get(&format!("load/{n:06}")),
+                Some(value),
+                "acknowledged write {n} lost"
+            );
+        }
+    }
+
+    // The dead server's node turns critical: its services leave ?passing.
+    let dead = ["s1", "s2", "s3"][li];
+    eventually(FORM, "the killed server marked critical", || async {
+        (serf_health(survivors[0], dead).await.as_deref() == Some("critical")).then_some(())
+    })
+    .await;
+    let consul = survivors[1].get("/v1/health/service/consul?passing").await.json();
+    assert_eq!(consul.as_array().unwrap().len(), 2, "{consul}");
+
+    // It restarts with its data dir and catches up.
+    let join = format!("-retry-join=127.0.0.1:{}", survivors[0].serf_lan);
+    servers[li] = start_server(
+        dead,
+        &dirs[li],
+        &[
+            join,
+            format!("-server-port={old_server_port}"),
+            format!("-serf-lan-port={old_serf_port}"),
+        ],
+    );
+    let last = *acked.keys().last().unwrap();
+    eventually(FORM, "the restarted server caught up", || async {
+        let r = servers[li].get(&format!("/v1/kv/load/{last:06}?stale&raw")).await;
+        (r.status == 200).then_some(())
+    })
+    .await;
+    eventually(FORM, "its serfHealth passing again", || async {
+        (serf_health(&servers[li], dead).await.as_deref() == Some("passing")).then_some(())
+    })
+    .await;
+    let all: Vec<&Agent> = servers.iter().collect();
+    agreed_leader(&all, 3).await;
+    let health = eventually(FORM, "autopilot healthy", || async {
+        let h = servers[0].get("/v1/operator/autopilot/health").await.json();
+        (h["Healthy"] == true).then_some(h)
+    })
+    .await;
+    assert_eq!(health["FailureTolerance"], 1, "{health}");
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_default()
+}
