@@ -240,6 +240,11 @@ impl Table {
                 status: e.status,
                 tags_version: e.tags_version,
                 tags: e.tags.clone(),
+                gone_ms: if e.status.is_gone() {
+                    e.since.elapsed().as_millis() as u64
+                } else {
+                    0
+                },
             })
             .collect()
     }
@@ -369,9 +374,17 @@ impl Table {
 
     /// Merges a peer's full state after foca has been told about its live
     /// members (so live ones are already here if foca accepted them).
-    pub(crate) fn merge(&mut self, states: &[MemberState]) -> Events {
+    /// Members gone for `reap_after` or longer are not taken in.
+    pub(crate) fn merge(&mut self, states: &[MemberState], reap_after: Duration) -> Events {
         let mut events = vec![];
         for s in states {
+            let gone_for = Duration::from_millis(s.gone_ms);
+            if s.status.is_gone() && gone_for >= reap_after {
+                continue;
+            }
+            let since = Instant::now()
+                .checked_sub(gone_for)
+                .unwrap_or_else(Instant::now);
             if s.id.name == self.local {
                 if s.id.newer_than(&self.entries[&self.local].id) {
                     tracing::warn!(
@@ -388,6 +401,7 @@ impl Table {
                         _ => MemberStatus::Left,
                     };
                     let mut e = Entry::new(s.id.clone(), status);
+                    e.since = since;
                     e.tags = s.tags.clone();
                     e.tags_version = s.tags_version;
                     e.left_intent = status == MemberStatus::Left;
@@ -406,6 +420,7 @@ impl Table {
                 }
                 Some(e) if s.id.newer_than(&e.id) && s.status.is_gone() => {
                     let mut n = Entry::new(s.id.clone(), s.status);
+                    n.since = since;
                     n.tags = s.tags.clone();
                     n.tags_version = s.tags_version;
                     n.left_intent = s.status == MemberStatus::Left;
@@ -512,15 +527,22 @@ mod tests {
         };
         assert_eq!(t.intent(&intent(2)).len(), 1);
         assert!(t.intent(&intent(1)).is_empty());
-        let gone = MemberState {
-            id: id("z", 9, 1),
+        let gone = |name: &str, gone_ms| MemberState {
+            id: id(name, 9, 1),
             status: MemberStatus::Left,
             tags_version: 1,
             tags: BTreeMap::new(),
+            gone_ms,
         };
-        t.merge(&[gone]);
+        let reap_after = Duration::from_secs(60);
+        t.merge(&[gone("z", 1_000), gone("y", 60_000)], reap_after);
         assert_eq!(status(&t, "z"), Some(MemberStatus::Left));
-        let (ev, names) = t.reap(Duration::ZERO);
+        assert_eq!(status(&t, "y"), None, "already past reap_after");
+        // Its age travels with it: a peer that reaped it will not get it back.
+        let z = t.states().into_iter().find(|s| s.id.name == "z").unwrap();
+        assert!(z.gone_ms >= 1_000);
+        assert!(t.reap(reap_after).1.is_empty());
+        let (ev, names) = t.reap(Duration::from_millis(1_000));
         assert_eq!(names, vec!["z".to_string()]);
         assert_eq!(ev[0].kind, MemberEventKind::Reap);
         assert_eq!(t.members().len(), 2);

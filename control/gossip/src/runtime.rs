@@ -154,6 +154,10 @@ fn foca_config(cfg: &GossipConfig) -> foca::Config {
     c.suspect_to_down_after = cfg.suspicion_timeout(1);
     c.max_transmissions = NonZeroU8::new(10).unwrap_or(NonZeroU8::MIN);
     c.max_packet_size = NonZeroUsize::new(MAX_UDP - OVERHEAD - 1).unwrap_or(NonZeroUsize::MIN);
+    // foca must remember a dead identity at least as long as the member table
+    // does, or stale gossip could bring it back to life.
+    let remember = c.remove_down_after.unwrap_or_default().max(cfg.reap_after);
+    c.remove_down_after = Some(remember);
     if let Some(g) = c.periodic_gossip.as_mut() {
         g.frequency = cfg.gossip_interval;
     }
@@ -416,7 +420,10 @@ impl Loop {
             tracing::debug!(error = %e, "foca apply push-pull state");
         }
         self.notifications();
-        let events = self.shared.table().merge(&states);
+        let events = self
+            .shared
+            .table()
+            .merge(&states, self.shared.cfg.reap_after);
         self.shared.publish(events);
     }
 

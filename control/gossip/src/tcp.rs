@@ -20,7 +20,8 @@ use crate::runtime::{Command, Shared};
 use crate::wire::{Request, Response};
 
 const NOTICE: u8 = 0xFF;
-const MAX_FRAME: usize = 16 << 20;
+/// Largest frame accepted: push-pull state of several thousand members.
+const MAX_FRAME: usize = 8 << 20;
 
 async fn write_frame(stream: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
     let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
@@ -39,8 +40,16 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
             format!("frame of {len} bytes is too large"),
         ));
     }
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await?;
+    // Read as it arrives rather than trusting the claimed length with an
+    // allocation up front.
+    let mut body = Vec::with_capacity(len.min(64 << 10));
+    (&mut *stream)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(body)
 }
 

@@ -88,6 +88,9 @@ pub(crate) struct MemberState {
     pub status: MemberStatus,
     pub tags_version: u64,
     pub tags: BTreeMap<String, String>,
+    /// For a Left or Failed member: how long ago, in milliseconds, so every
+    /// node reaps it at the same time instead of re-teaching it to the others.
+    pub gone_ms: u64,
 }
 
 /// A keyring operation, applied by every member that receives it.
