@@ -1,0 +1,581 @@
+//! The runtime loop that drives foca: one task owns the foca instance and the
+//! UDP socket, feeds it packets, timers and commands, sends what it produces
+//! and turns its notifications into member-table changes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU8, NonZeroUsize};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
+use foca_rand::rngs::StdRng;
+use foca_rand::SeedableRng;
+use rand::RngCore;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::broadcast::{Inbox, IntentHandler};
+use crate::config::GossipConfig;
+use crate::crypto::{Keyring, OVERHEAD};
+use crate::error::GossipError;
+use crate::identity::NodeId;
+use crate::members::{MemberEvent, MemberStatus, Table};
+use crate::wire::{Intent, MemberState, Request, Response, UDP_FOCA, UDP_INTENT};
+
+type Swim = Foca<NodeId, PostcardCodec, StdRng, IntentHandler>;
+
+/// Largest UDP datagram this node sends.
+pub(crate) const MAX_UDP: usize = 1400;
+
+/// What the handle and the TCP server ask of the loop.
+pub(crate) enum Command {
+    /// Merge a peer's push-pull state.
+    Merge {
+        states: Vec<MemberState>,
+        reply: oneshot::Sender<()>,
+    },
+    /// Replace the local tags and announce them.
+    SetTags {
+        tags: BTreeMap<String, String>,
+        reply: oneshot::Sender<()>,
+    },
+    /// Leave gracefully, then stop.
+    Leave { reply: oneshot::Sender<()> },
+    /// Turn a failed member Left everywhere.
+    ForceLeave {
+        name: String,
+        reply: oneshot::Sender<Result<(), GossipError>>,
+    },
+}
+
+/// State shared by the handle, the loop and the TCP server.
+pub(crate) struct Shared {
+    pub(crate) cfg: GossipConfig,
+    pub(crate) local_addr: SocketAddr,
+    table: Mutex<Table>,
+    keyring: RwLock<Keyring>,
+    events: broadcast::Sender<MemberEvent>,
+    changes: watch::Sender<u64>,
+    cmd: mpsc::Sender<Command>,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Shared {
+    pub(crate) fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn keyring(&self) -> RwLockReadGuard<'_, Keyring> {
+        self.keyring.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn keyring_mut(&self) -> RwLockWriteGuard<'_, Keyring> {
+        self.keyring.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn stopped(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<MemberEvent> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Sends a command to the loop; fails once the loop has stopped.
+    pub(crate) async fn send(&self, cmd: Command) -> Result<(), GossipError> {
+        if self.is_stopped() {
+            return Err(GossipError::Shutdown);
+        }
+        self.cmd.send(cmd).await.map_err(|_| GossipError::Shutdown)
+    }
+
+    /// Asks everything to stop and waits for the loop and the listener.
+    pub(crate) async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    pub(crate) fn request_stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    fn publish(&self, events: Vec<MemberEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        for e in events {
+            tracing::debug!(member = %e.member.name, kind = ?e.kind, status = %e.member.status, "member event");
+            let _ = self.events.send(e);
+        }
+        self.changes.send_modify(|v| *v += 1);
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), GossipError> {
+    let mut attempt = 0;
+    loop {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| GossipError::Bind { addr, source })?;
+        let port = udp.local_addr()?.port();
+        let tcp_addr = SocketAddr::new(addr.ip(), port);
+        match TcpListener::bind(tcp_addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(_) if addr.port() == 0 && attempt < 20 => attempt += 1,
+            Err(source) => {
+                return Err(GossipError::Bind {
+                    addr: tcp_addr,
+                    source,
+                });
+            }
+        }
+    }
+}
+
+fn foca_config(cfg: &GossipConfig) -> foca::Config {
+    let mut c = foca::Config::new_lan(NonZeroU32::MIN);
+    c.probe_period = cfg.probe_interval;
+    c.probe_rtt = cfg.probe_timeout;
+    c.suspect_to_down_after = cfg.suspicion_timeout(1);
+    c.max_transmissions = NonZeroU8::new(10).unwrap_or(NonZeroU8::MIN);
+    c.max_packet_size = NonZeroUsize::new(MAX_UDP - OVERHEAD - 1).unwrap_or(NonZeroUsize::MIN);
+    // foca must remember a dead identity at least as long as the member table
+    // does, or stale gossip could bring it back to life.
+    let remember = c.remove_down_after.unwrap_or_default().max(cfg.reap_after);
+    c.remove_down_after = Some(remember);
+    if let Some(g) = c.periodic_gossip.as_mut() {
+        g.frequency = cfg.gossip_interval;
+    }
+    c
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Binds the gossip port and starts the loop and the TCP server.
+pub(crate) async fn start(cfg: GossipConfig) -> Result<Arc<Shared>, GossipError> {
+    cfg.validate()?;
+    let keyring = Keyring::new(&cfg.keys)?;
+    let (udp, tcp) = bind(cfg.bind).await?;
+    let local_addr = udp.local_addr()?;
+    let advertise = match cfg.advertise {
+        Some(a) => a,
+        None if local_addr.ip().is_unspecified() => {
+            return Err(GossipError::Config {
+                field: "advertise",
+                reason: format!(
+                    "bound to {local_addr}, which other members cannot reach; set an advertise address"
+                ),
+            });
+        }
+        None => local_addr,
+    };
+    let id = NodeId::new(cfg.node_name.clone(), advertise);
+    let table = Table::new(id.clone(), cfg.tags.clone());
+
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (stop, _) = watch::channel(false);
+    let (events, _) = broadcast::channel(1024);
+    let (changes, _) = watch::channel(0);
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        local_addr,
+        table: Mutex::new(table),
+        keyring: RwLock::new(keyring),
+        events,
+        changes,
+        cmd: cmd_tx,
+        stop,
+        tasks: Mutex::new(Vec::new()),
+    });
+
+    let handler = IntentHandler::default();
+    let inbox = handler.inbox.clone();
+    let mut seed = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut seed);
+    let foca_cfg = foca_config(&cfg);
+    let foca = Foca::with_custom_broadcast(
+        id,
+        foca_cfg.clone(),
+        StdRng::from_seed(seed),
+        PostcardCodec,
+        handler,
+    );
+    let (timers, timer_rx) = mpsc::unbounded_channel();
+    let mut lp = Loop {
+        shared: shared.clone(),
+        foca,
+        rt: AccumulatingRuntime::new(),
+        foca_cfg,
+        socket: udp,
+        inbox,
+        timers,
+    };
+    let intent = shared.table().local_tags_intent();
+    lp.add_broadcast(&intent);
+
+    let server = tokio::spawn(crate::tcp::serve(tcp, shared.clone()));
+    // Subscribed before spawning, so a stop requested before the loop first
+    // runs is still seen.
+    let main = tokio::spawn(lp.run(cmd_rx, timer_rx, shared.stopped()));
+    shared
+        .tasks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend([main, server]);
+    tracing::info!(node = %cfg.node_name, %local_addr, %advertise, encrypted = !cfg.keys.is_empty(), "gossip pool started");
+    Ok(shared)
+}
+
+/// Exchanges full state with `addr` and merges the reply; returns nothing
+/// useful but success.
+pub(crate) async fn push_pull(
+    shared: &Shared,
+    addr: SocketAddr,
+    join: bool,
+) -> Result<(), GossipError> {
+    let members = shared.table().states();
+    match crate::tcp::request(shared, addr, &Request::PushPull { join, members }).await? {
+        Response::PushPull { members } => {
+            let (reply, rx) = oneshot::channel();
+            shared
+                .send(Command::Merge {
+                    states: members,
+                    reply,
+                })
+                .await?;
+            rx.await.map_err(|_| GossipError::Shutdown)
+        }
+        Response::Error(e) => Err(GossipError::Protocol(format!(
+            "the remote node refused: {e}"
+        ))),
+        other => Err(GossipError::Protocol(format!("unexpected reply {other:?}"))),
+    }
+}
+
+struct Loop {
+    shared: Arc<Shared>,
+    foca: Swim,
+    rt: AccumulatingRuntime<NodeId>,
+    foca_cfg: foca::Config,
+    socket: UdpSocket,
+    inbox: Arc<Mutex<Inbox>>,
+    timers: mpsc::UnboundedSender<Timer<NodeId>>,
+}
+
+impl Loop {
+    async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<Command>,
+        mut timer_rx: mpsc::UnboundedReceiver<Timer<NodeId>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0u8; 65_536];
+        let reap_every = (self.shared.cfg.reap_after / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let mut reap = tokio::time::interval(reap_every);
+        let pp = self.shared.cfg.push_pull_interval;
+        let mut push_pull = tokio::time::interval_at(tokio::time::Instant::now() + pp, pp);
+        loop {
+            tokio::select! {
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        break;
+                    }
+                }
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((n, from)) => self.handle_packet(&buf[..n], from),
+                    Err(e) => tracing::debug!(error = %e, "gossip UDP receive failed"),
+                },
+                Some(timer) = timer_rx.recv() => {
+                    if let Err(e) = self.foca.handle_timer(timer, &mut self.rt) {
+                        tracing::debug!(error = %e, "foca timer");
+                    }
+                }
+                Some(cmd) = cmds.recv() => {
+                    if self.command(cmd).await {
+                        break;
+                    }
+                }
+                _ = reap.tick() => self.reap(),
+                _ = push_pull.tick() => self.periodic_push_pull(),
+            }
+            self.flush().await;
+        }
+        tracing::debug!(node = %self.shared.cfg.node_name, "gossip loop stopped");
+    }
+
+    fn handle_packet(&mut self, data: &[u8], from: SocketAddr) {
+        let plain = match self.shared.keyring().open(data) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "dropping gossip packet");
+                return;
+            }
+        };
+        let res = match plain.split_first() {
+            Some((&UDP_FOCA, rest)) => self.foca.handle_data(rest, &mut self.rt),
+            Some((&UDP_INTENT, rest)) => self.foca.add_broadcast(rest).map(|_| ()),
+            _ => {
+                tracing::debug!(%from, "dropping gossip packet of unknown kind");
+                return;
+            }
+        };
+        if let Err(e) = res {
+            tracing::debug!(%from, error = %e, "dropping gossip packet");
+        }
+    }
+
+    /// Runs one command; true when the loop must stop.
+    async fn command(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Merge { states, reply } => {
+                self.merge(states);
+                let _ = reply.send(());
+            }
+            Command::SetTags { tags, reply } => {
+                let (intent, events) = self.shared.table().set_local_tags(tags);
+                self.shared.publish(events);
+                self.disseminate(&intent).await;
+                let _ = reply.send(());
+            }
+            Command::ForceLeave { name, reply } => {
+                let _ = reply.send(self.force_leave(&name).await);
+            }
+            Command::Leave { reply } => {
+                self.leave().await;
+                let _ = reply.send(());
+                return true;
+            }
+        }
+        false
+    }
+
+    async fn leave(&mut self) {
+        let events = self.shared.table().set_local_status(MemberStatus::Leaving);
+        self.shared.publish(events);
+        let id = self.foca.identity().clone();
+        self.disseminate(&Intent::Leave { id }).await;
+        if let Err(e) = self.foca.leave_cluster(&mut self.rt) {
+            tracing::debug!(error = %e, "foca leave");
+        }
+        self.flush().await;
+        let events = self.shared.table().set_local_status(MemberStatus::Left);
+        self.shared.publish(events);
+        self.shared.request_stop();
+        tracing::info!(node = %self.shared.cfg.node_name, "left the gossip pool");
+    }
+
+    async fn force_leave(&mut self, name: &str) -> Result<(), GossipError> {
+        let Some((id, status)) = self.shared.table().get(name) else {
+            return Err(GossipError::UnknownMember(name.into()));
+        };
+        if id == *self.foca.identity() {
+            return Err(GossipError::Refused(
+                "cannot force-leave this node itself; use leave".into(),
+            ));
+        }
+        let intent = Intent::ForceLeave {
+            id,
+            ltime: now_ms(),
+        };
+        if status == MemberStatus::Failed {
+            let events = self.shared.table().intent(&intent);
+            self.shared.publish(events);
+        }
+        self.disseminate(&intent).await;
+        Ok(())
+    }
+
+    fn merge(&mut self, states: Vec<MemberState>) {
+        let alive: Vec<_> = {
+            let table = self.shared.table();
+            states
+                .iter()
+                .filter(|s| matches!(s.status, MemberStatus::Alive | MemberStatus::Leaving))
+                .filter(|s| table.is_current_or_newer(&s.id))
+                .map(|s| foca::Member::alive(s.id.clone()))
+                .collect()
+        };
+        if let Err(e) = self.foca.apply_many(alive.into_iter(), true, &mut self.rt) {
+            tracing::debug!(error = %e, "foca apply push-pull state");
+        }
+        self.notifications();
+        let events = self
+            .shared
+            .table()
+            .merge(&states, self.shared.cfg.reap_after);
+        self.shared.publish(events);
+    }
+
+    fn reap(&mut self) {
+        let (events, names) = self.shared.table().reap(self.shared.cfg.reap_after);
+        if !names.is_empty() {
+            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            for n in &names {
+                inbox.forget(n);
+            }
+        }
+        self.shared.publish(events);
+    }
+
+    fn periodic_push_pull(&self) {
+        let peers = self.shared.table().alive_peers();
+        if peers.is_empty() {
+            return;
+        }
+        let peer = &peers[rand::random::<usize>() % peers.len()];
+        let (shared, addr) = (self.shared.clone(), peer.addr);
+        tokio::spawn(async move {
+            if let Err(e) = push_pull(&shared, addr, false).await {
+                tracing::debug!(%addr, error = %e, "periodic push-pull failed");
+            }
+        });
+    }
+
+    fn add_broadcast(&mut self, intent: &Intent) {
+        if let Err(e) = self.foca.add_broadcast(&intent.encode()) {
+            tracing::debug!(error = %e, "cannot queue intent");
+        }
+    }
+
+    /// Queues an intent for piggybacking and sends it directly to every live
+    /// member, so it arrives even if this node stops right after.
+    async fn disseminate(&mut self, intent: &Intent) {
+        self.add_broadcast(intent);
+        let data = intent.encode();
+        let peers: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        for addr in peers {
+            self.send_udp(UDP_INTENT, &data, addr).await;
+        }
+    }
+
+    async fn send_udp(&self, kind: u8, data: &[u8], to: SocketAddr) {
+        let mut payload = Vec::with_capacity(data.len() + 1);
+        payload.push(kind);
+        payload.extend_from_slice(data);
+        let sealed = self.shared.keyring().seal(&payload);
+        if let Err(e) = self.socket.send_to(&sealed, to).await {
+            tracing::debug!(%to, error = %e, "gossip UDP send failed");
+        }
+    }
+
+    /// Sends, schedules and applies everything foca and the inbox produced.
+    async fn flush(&mut self) {
+        loop {
+            let mut busy = false;
+            while let Some((to, data)) = self.rt.to_send() {
+                busy = true;
+                self.send_udp(UDP_FOCA, &data, to.addr).await;
+            }
+            while let Some((after, timer)) = self.rt.to_schedule() {
+                let tx = self.timers.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let _ = tx.send(timer);
+                });
+            }
+            busy |= self.notifications();
+            let queue =
+                std::mem::take(&mut self.inbox.lock().unwrap_or_else(|e| e.into_inner()).queue);
+            for intent in queue {
+                busy = true;
+                self.apply_intent(&intent);
+            }
+            if !busy {
+                break;
+            }
+        }
+    }
+
+    fn apply_intent(&mut self, intent: &Intent) {
+        if let Intent::Tags { id, .. } = intent {
+            let unknown_life = {
+                let table = self.shared.table();
+                table.is_current_or_newer(id)
+                    && table.get(&id.name).is_none_or(|(known, _)| known != *id)
+            };
+            if unknown_life {
+                // Tags from a life we have not met: let foca vouch for it first.
+                let m = foca::Member::alive(id.clone());
+                if let Err(e) = self.foca.apply_many(std::iter::once(m), true, &mut self.rt) {
+                    tracing::debug!(error = %e, "foca apply");
+                }
+                self.notifications();
+            }
+        }
+        let events = self.shared.table().intent(intent);
+        self.shared.publish(events);
+    }
+
+    /// Applies foca's notifications; true if there were any.
+    fn notifications(&mut self) -> bool {
+        let mut any = false;
+        let mut membership_changed = false;
+        while let Some(n) = self.rt.to_notify() {
+            any = true;
+            let events = match n {
+                OwnedNotification::MemberUp(id) => {
+                    membership_changed = true;
+                    self.shared.table().up(&id)
+                }
+                OwnedNotification::MemberDown(id) => {
+                    membership_changed = true;
+                    self.shared.table().down(&id)
+                }
+                OwnedNotification::Rename(_, new) => self.shared.table().up(&new),
+                OwnedNotification::Rejoin(new) => {
+                    tracing::info!(
+                        generation = new.generation,
+                        "declared down by the pool; rejoined with a renewed identity"
+                    );
+                    self.shared.table().renew_local(new);
+                    let intent = self.shared.table().local_tags_intent();
+                    self.add_broadcast(&intent);
+                    vec![]
+                }
+                OwnedNotification::Defunct => {
+                    tracing::warn!("this node was declared down by the pool");
+                    vec![]
+                }
+                other => {
+                    tracing::trace!(notification = ?other, "foca");
+                    vec![]
+                }
+            };
+            self.shared.publish(events);
+        }
+        if membership_changed {
+            let want = self
+                .shared
+                .cfg
+                .suspicion_timeout(self.foca.num_members() + 1);
+            if want != self.foca_cfg.suspect_to_down_after {
+                self.foca_cfg.suspect_to_down_after = want;
+                if let Err(e) = self.foca.set_config(self.foca_cfg.clone()) {
+                    tracing::debug!(error = %e, "foca set_config");
+                }
+            }
+        }
+        any
+    }
+}
