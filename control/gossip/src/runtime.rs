@@ -579,3 +579,18 @@ impl Loop {
         any
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_foca_packets_fit_in_max_udp() {
+        let cfg = GossipConfig::new("a", "127.0.0.1:0".parse().unwrap());
+        let c = foca_config(&cfg);
+        // kind byte + foca packet + version, nonce and tag.
+        assert!(1 + c.max_packet_size.get() + OVERHEAD <= MAX_UDP);
+        assert!(c.remove_down_after.unwrap() >= cfg.reap_after);
+        assert_eq!(c.probe_period, cfg.probe_interval);
+    }
+}
