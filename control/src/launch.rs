@@ -9,7 +9,7 @@ use crate::http::{router, ApiState};
 use crate::raft::{RaftConfig, RaftNode};
 use crate::server::ca::{CaManager, CSR_MAX_PER_SECOND};
 use crate::server::leader::LeaderDuties;
-use crate::server::membership::{ClusterMember, MemberStatus, ServerInfo};
+use crate::lan::{Identity, Lan, LanConfig};
 use crate::server::SessionTimers;
 use crate::state::Store;
 use std::net::SocketAddr;
@@ -33,6 +33,8 @@ pub struct LaunchConfig {
     pub rpc_addr: SocketAddr,
     /// How this server's cluster starts.
     pub bootstrap: Bootstrap,
+    /// How the agent joins its LAN gossip pool.
+    pub lan: LanConfig,
 }
 
 /// How a server's Raft cluster comes to be.
@@ -56,10 +58,18 @@ pub struct Running {
     pub agent: Arc<Agent>,
     /// The Raft node.
     pub node: RaftNode,
+    /// The LAN gossip pool.
+    pub lan: Lan,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
+    /// Leaves the LAN pool gracefully (`mesh leave`), then shuts down.
+    pub async fn leave(self) {
+        self.lan.leave(self.agent.config().data_dir.as_deref()).await;
+        self.shutdown().await;
+    }
+
     /// Stops serving and shuts Raft down.
     pub async fn shutdown(self) {
         for t in &self.tasks {
@@ -106,23 +116,6 @@ async fn wait_for_cluster(node: &RaftNode) {
     }
 }
 
-/// This agent as a member of its LAN pool.
-fn self_member(cfg: &LaunchConfig) -> ClusterMember {
-    ClusterMember {
-        name: cfg.agent.node_name.clone(),
-        node_id: cfg.agent.node_id.clone(),
-        address: cfg.agent.advertise_addr.clone(),
-        status: MemberStatus::Alive,
-        server: Some(ServerInfo {
-            rpc_addr: format!("{}:{}", cfg.agent.advertise_addr, cfg.agent.ports.server),
-            expect: match cfg.bootstrap {
-                Bootstrap::Expect(n) => n,
-                _ => 0,
-            },
-        }),
-    }
-}
-
 /// Binds, starts and serves. Errors name what failed.
 pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
     let http = tokio::net::TcpListener::bind(cfg.http_addr)
@@ -163,8 +156,23 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
         }
     }));
     let ca = Arc::new(CaManager::new(node.clone(), CSR_MAX_PER_SECOND));
-    let (_members_tx, members) = tokio::sync::watch::channel(vec![self_member(&cfg)]);
-    let api_members = members.clone();
+    let lan = Lan::start(
+        cfg.lan.clone(),
+        Identity {
+            node_name: cfg.agent.node_name.clone(),
+            node_id: cfg.agent.node_id.clone(),
+            datacenter: cfg.agent.datacenter.clone(),
+            server_port: Some(cfg.agent.ports.server),
+            expect: match cfg.bootstrap {
+                Bootstrap::Expect(n) => n,
+                _ => 0,
+            },
+            data_dir: cfg.agent.data_dir.clone(),
+        },
+    )
+    .await?;
+    cfg.agent.ports.serf_lan = lan.port();
+    let members = lan.members();
     tasks.push(tokio::spawn(
         LeaderDuties {
             node: node.clone(),
@@ -224,7 +232,7 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
         ca: ca.clone(),
         proxies: crate::agent::proxycfg::ProxyConfigs::new(agent.clone(), leaves.clone()),
         leaves,
-        members: api_members,
+        lan: lan.clone(),
     });
     tasks.push(tokio::spawn(ca.run()));
     tasks.push(tokio::spawn(crate::server::tombstone_gc::run(node.clone())));
@@ -243,6 +251,7 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
         dns_addr,
         agent,
         node,
+        lan,
         tasks,
     })
 }

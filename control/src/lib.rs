@@ -11,6 +11,7 @@ pub mod config_entry;
 pub mod discovery_chain;
 pub mod dns;
 pub mod http;
+pub mod lan;
 pub mod metrics;
 pub mod raft;
 pub mod rpc;

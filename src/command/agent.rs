@@ -6,6 +6,7 @@ use clap::Args;
 use mesh_control::agent::{config_file, AgentConfig, Ports};
 use mesh_control::config_entry::intentions::Action;
 use mesh_control::dns::DnsConfig;
+use mesh_control::lan::LanConfig;
 use mesh_control::launch::{launch, Bootstrap, LaunchConfig};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -37,9 +38,12 @@ pub struct AgentArgs {
     /// Time between -retry-join attempts (default 30s).
     #[arg(long = "retry-interval", value_parser = humantime::parse_duration)]
     retry_interval: Option<Duration>,
-    /// Rejoin the members known before a restart (kept in -data-dir).
+    /// Rejoin the members known before a restart even after a graceful leave.
     #[arg(long)]
     rejoin: bool,
+    /// The gossip encryption key (base64, from `mesh keygen`).
+    #[arg(long)]
+    encrypt: Option<String>,
     /// Where to keep state; required unless -dev.
     #[arg(long = "data-dir")]
     data_dir: Option<PathBuf>,
@@ -147,6 +151,32 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
     if expect == Some(0) {
         bail!("-bootstrap-expect=0 is invalid: give the number of servers (1, 3 or 5)");
     }
+    let keys = match args.encrypt.as_deref().or(file.encrypt.as_deref()) {
+        Some(k) => vec![mesh_gossip::parse_key(k).context("invalid -encrypt key")?],
+        None => Vec::new(),
+    };
+    let duration = |flag: Option<Duration>, file: Option<&str>, what: &str, default: Duration| {
+        match (flag, file) {
+            (Some(d), _) => Ok(d),
+            (None, Some(text)) => humantime::parse_duration(text)
+                .with_context(|| format!("invalid {what} {text:?}")),
+            (None, None) => Ok(default),
+        }
+    };
+    let mut retry_join = args.retry_join.clone();
+    retry_join.extend(file.retry_join.clone().unwrap_or_default());
+    let retry_interval = duration(
+        args.retry_interval,
+        file.retry_interval.as_deref(),
+        "retry_interval",
+        Duration::from_secs(30),
+    )?;
+    let reap_after = duration(
+        None,
+        file.reconnect_timeout.as_deref(),
+        "reconnect_timeout",
+        Duration::from_secs(72 * 3600),
+    )?;
     let bootstrap = match expect {
         _ if bootstrap => Bootstrap::Alone,
         Some(n) => Bootstrap::Expect(n),
@@ -178,6 +208,7 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
     let http_port = args.http_port.or(ports.http).unwrap_or(8500);
     let dns_port = args.dns_port.or(ports.dns).unwrap_or(8600);
     let server_port = args.server_port.or(ports.server).unwrap_or(8300);
+    let serf_lan_port = args.serf_lan_port.or(ports.serf_lan).unwrap_or(8301);
     let mut node_meta: BTreeMap<String, String> = file.node_meta.unwrap_or_default();
     for kv in &args.node_meta {
         let (k, v) = kv
@@ -229,7 +260,7 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
             http: http_port,
             dns: dns_port,
             server: server_port,
-            serf_lan: args.serf_lan_port.or(ports.serf_lan).unwrap_or(8301),
+            serf_lan: serf_lan_port,
         },
         sync_interval: Duration::from_secs(60),
         data_dir: data_dir.clone(),
@@ -243,6 +274,16 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
             snapshot_threshold,
             rpc_addr: SocketAddr::new(bind, server_port),
             bootstrap,
+            lan: LanConfig {
+                bind: SocketAddr::new(bind, serf_lan_port),
+                advertise,
+                keys,
+                join: args.join.clone(),
+                retry_join,
+                retry_interval,
+                rejoin_after_leave: args.rejoin || file.rejoin_after_leave.unwrap_or(false),
+                reap_after,
+            },
         },
         log_level,
         args.log_json,

@@ -48,6 +48,16 @@ pub struct FileSettings {
     pub ports: Option<FilePorts>,
     /// `raft_snapshot_threshold`: log entries between snapshots.
     pub raft_snapshot_threshold: Option<u64>,
+    /// `encrypt`: the gossip key, base64.
+    pub encrypt: Option<String>,
+    /// `retry_join`: agents to join, retried until one answers.
+    pub retry_join: Option<Vec<String>>,
+    /// `retry_interval`: time between retry-join attempts, e.g. `30s`.
+    pub retry_interval: Option<String>,
+    /// `rejoin_after_leave`.
+    pub rejoin_after_leave: Option<bool>,
+    /// `reconnect_timeout`: how long failed members are remembered, e.g. `72h`.
+    pub reconnect_timeout: Option<String>,
 }
 
 /// The `ports` block.
@@ -93,6 +103,11 @@ const SETTINGS_KEYS: &[&str] = &[
     "NodeMeta",
     "Ports",
     "RaftSnapshotThreshold",
+    "Encrypt",
+    "RetryJoin",
+    "RetryInterval",
+    "RejoinAfterLeave",
+    "ReconnectTimeout",
 ];
 
 /// The files a path names: itself, or a directory's `.json` and `.hcl`

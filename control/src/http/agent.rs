@@ -14,7 +14,6 @@ use serde_json::{json, Map, Value};
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/agent/self", get(agent_self))
-        .route("/v1/agent/members", get(members))
         .route("/v1/agent/services", get(services))
         .route("/v1/agent/service/{id}", get(service))
         .route("/v1/agent/service/register", put(register_service))
@@ -59,27 +58,6 @@ fn without_indexes<T: serde::Serialize>(record: &T) -> Value {
     v
 }
 
-fn member(api: &ApiState) -> Value {
-    let c = api.agent.config();
-    json!({
-        "Name": c.node_name,
-        "Addr": c.advertise_addr,
-        "Port": c.ports.serf_lan,
-        "Tags": {
-            "role": if c.server { "consul" } else { "node" },
-            "dc": c.datacenter,
-            "id": c.node_id,
-            "port": c.ports.server.to_string(),
-            "build": crate::VERSION,
-            "vsn": "2", "vsn_min": "2", "vsn_max": "3",
-            "segment": "",
-        },
-        "Status": 1,
-        "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
-        "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
-    })
-}
-
 async fn agent_self(State(api): Api) -> Json<Value> {
     let c = api.agent.config();
     Json(json!({
@@ -103,14 +81,10 @@ async fn agent_self(State(api): Api) -> Json<Value> {
             "SerfPortLAN": c.ports.serf_lan,
         },
         "Coord": null,
-        "Member": member(&api),
+        "Member": super::members::self_member(&api),
         "Stats": {},
         "Meta": c.node_meta,
     }))
-}
-
-async fn members(State(api): Api) -> Json<Value> {
-    Json(json!([member(&api)]))
 }
 
 async fn services(State(api): Api, ctx: Ctx) -> Result<Json<Value>, ApiError> {

@@ -15,6 +15,7 @@ mod health;
 mod intentions;
 mod internal;
 mod kv;
+mod members;
 mod metrics;
 mod operator;
 mod prometheus_sd;
@@ -52,8 +53,8 @@ pub struct ApiState {
     pub leaves: Arc<crate::agent::leaf::LeafCache>,
     /// The configs the agent pushes to its proxies.
     pub proxies: crate::agent::proxycfg::ProxyConfigs,
-    /// The LAN pool's members, as gossip sees them.
-    pub members: tokio::sync::watch::Receiver<Vec<crate::server::membership::ClusterMember>>,
+    /// The LAN gossip pool.
+    pub lan: crate::lan::Lan,
 }
 
 /// The request's context: its query parameters, its target datacenter and its
@@ -168,6 +169,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(session::routes())
         .merge(status::routes())
         .merge(operator::routes())
+        .merge(members::routes())
         .merge(txn::routes())
         .merge(metrics::routes())
         .merge(prometheus_sd::routes())

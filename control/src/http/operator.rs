@@ -71,7 +71,7 @@ async fn remove_peer(State(api): Api, ctx: Ctx) -> Result<(), ApiError> {
 
 async fn health(State(api): Api, _ctx: Ctx) -> Result<Json<Value>, ApiError> {
     let progress = api.node.progress().await?;
-    let members = api.members.borrow().clone();
+    let members = api.lan.members().borrow().clone();
     let leader_index = progress
         .iter()
         .find(|p| p.leader)
