@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod raft;
 pub mod server;
+pub mod snapshot;
 pub mod state;
 pub mod structs;
 

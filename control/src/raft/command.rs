@@ -102,6 +102,13 @@ pub enum Command {
         /// The highest deletion index reaped.
         up_to: u64,
     },
+    /// Replaces every table with a snapshot's (`PUT /v1/snapshot`); see
+    /// [`StateData::restore_at`] for how the restored indexes relate to
+    /// this entry's.
+    Restore {
+        /// The tables, verified and validated before they were proposed.
+        data: Box<StateData>,
+    },
 }
 
 /// What applying a command returned.
@@ -180,6 +187,10 @@ impl Command {
             Command::IntentionLegacy(op) => done(data.intention_legacy(index, op, changes)),
             Command::KvReapTombstones { up_to } => {
                 data.tombstones.retain(|_, deleted_at| *deleted_at > *up_to);
+                CommandResult::Done
+            }
+            Command::Restore { data: restored } => {
+                data.restore_at(index, (**restored).clone(), changes);
                 CommandResult::Done
             }
         }

@@ -167,6 +167,11 @@ impl RaftNode {
         }
     }
 
+    /// The current Raft term.
+    pub fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
     /// The leader's address, if one is known.
     pub fn leader(&self) -> Option<String> {
         let metrics = self.raft.metrics().borrow().clone();
