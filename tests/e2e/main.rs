@@ -18,4 +18,5 @@ mod mtls;
 mod persistence;
 mod proxy_config;
 mod session;
+mod snapshot;
 mod support;

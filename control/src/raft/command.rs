@@ -214,6 +214,31 @@ mod tests {
     }
 
     #[test]
+    fn restore_survives_the_log_and_replaces_every_table() {
+        let mut saved = StateData::default();
+        let mut changes = Changes::default();
+        kv(KvOp::Set, "kept").apply(1, &mut saved, &mut changes);
+        let cmd = Command::Restore {
+            data: Box::new(saved),
+        };
+        let logged: Command = serde_json::from_slice(&serde_json::to_vec(&cmd).unwrap()).unwrap();
+        assert_eq!(logged, cmd);
+
+        let mut live = StateData::default();
+        kv(KvOp::Set, "dropped").apply(1, &mut live, &mut changes);
+        kv(KvOp::Set, "kept").apply(2, &mut live, &mut changes);
+        let mut changes = Changes::default();
+        assert_eq!(
+            logged.apply(3, &mut live, &mut changes),
+            CommandResult::Done
+        );
+        assert!(!changes.is_empty());
+        assert_eq!(live.kvs.keys().collect::<Vec<_>>(), ["kept"]);
+        assert_eq!(live.kv_get("kept").0, 3);
+        assert_eq!(live.kv_get("dropped").0, 3);
+    }
+
+    #[test]
     fn reaping_removes_old_tombstones_and_never_moves_an_index_back() {
         let mut data = StateData::default();
         let mut changes = Changes::default();
