@@ -88,6 +88,7 @@ pub struct StateData {
 }
 
 /// Equal when the saved tables are; the derived lookups follow from them.
+/// A table added to `StateData` belongs here too.
 impl PartialEq for StateData {
     fn eq(&self, other: &Self) -> bool {
         self.nodes == other.nodes
