@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod raft;
 pub mod rpc;
 pub mod server;
+pub mod snapshot;
 pub mod state;
 pub mod structs;
 

@@ -14,6 +14,7 @@ mod operator;
 mod proxy;
 mod reload;
 mod services;
+mod snapshot;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -56,6 +57,8 @@ enum Command {
     Reload(reload::ReloadArgs),
     /// Registers and deregisters services with the local agent.
     Services(services::ServicesArgs),
+    /// Saves, restores and inspects snapshots of the servers' state.
+    Snapshot(snapshot::SnapshotArgs),
     /// Prints the mesh version.
     Version,
 }
@@ -80,6 +83,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Proxy(a) => return proxy::run(a).await,
         Command::Reload(a) => reload::run(a).await,
         Command::Services(a) => services::run(a).await,
+        Command::Snapshot(a) => snapshot::run(a).await,
         Command::Version => {
             println!("Mesh v{}", mesh_control::VERSION);
             println!("Protocol 2 spoken by default, understands 2 to 3");

@@ -19,4 +19,5 @@ mod mtls;
 mod persistence;
 mod proxy_config;
 mod session;
+mod snapshot;
 mod support;

@@ -22,6 +22,7 @@ mod prometheus_sd;
 mod proxy_config;
 mod query;
 mod session;
+mod snapshot;
 mod status;
 mod txn;
 
@@ -167,6 +168,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(proxy_config::routes())
         .merge(kv::routes())
         .merge(session::routes())
+        .merge(snapshot::routes())
         .merge(status::routes())
         .merge(operator::routes())
         .merge(members::routes())

@@ -102,6 +102,13 @@ pub enum Command {
         /// The highest deletion index reaped.
         up_to: u64,
     },
+    /// Replaces every table with a snapshot's (`PUT /v1/snapshot`); see
+    /// [`StateData::restore_at`] for how the restored indexes relate to
+    /// this entry's.
+    Restore {
+        /// The tables, verified and validated before they were proposed.
+        data: Box<StateData>,
+    },
 }
 
 /// What applying a command returned.
@@ -182,6 +189,10 @@ impl Command {
                 data.tombstones.retain(|_, deleted_at| *deleted_at > *up_to);
                 CommandResult::Done
             }
+            Command::Restore { data: restored } => {
+                data.restore_at(index, (**restored).clone(), changes);
+                CommandResult::Done
+            }
         }
     }
 }
@@ -200,6 +211,31 @@ mod tests {
             },
             now_ms: 0,
         }
+    }
+
+    #[test]
+    fn restore_survives_the_log_and_replaces_every_table() {
+        let mut saved = StateData::default();
+        let mut changes = Changes::default();
+        kv(KvOp::Set, "kept").apply(1, &mut saved, &mut changes);
+        let cmd = Command::Restore {
+            data: Box::new(saved),
+        };
+        let logged: Command = serde_json::from_slice(&serde_json::to_vec(&cmd).unwrap()).unwrap();
+        assert_eq!(logged, cmd);
+
+        let mut live = StateData::default();
+        kv(KvOp::Set, "dropped").apply(1, &mut live, &mut changes);
+        kv(KvOp::Set, "kept").apply(2, &mut live, &mut changes);
+        let mut changes = Changes::default();
+        assert_eq!(
+            logged.apply(3, &mut live, &mut changes),
+            CommandResult::Done
+        );
+        assert!(!changes.is_empty());
+        assert_eq!(live.kvs.keys().collect::<Vec<_>>(), ["kept"]);
+        assert_eq!(live.kv_get("kept").0, 3);
+        assert_eq!(live.kv_get("dropped").0, 3);
     }
 
     #[test]

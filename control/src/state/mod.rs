@@ -10,6 +10,7 @@ mod catalog;
 mod config_entry;
 mod error;
 mod kv;
+mod restore;
 mod session;
 mod txn;
 pub mod watch;
@@ -86,6 +87,23 @@ pub struct StateData {
     by_connect: BTreeMap<String, BTreeSet<(String, String)>>,
 }
 
+/// Equal when the saved tables are; the derived lookups follow from them.
+/// A table added to `StateData` belongs here too.
+impl PartialEq for StateData {
+    fn eq(&self, other: &Self) -> bool {
+        self.nodes == other.nodes
+            && self.services == other.services
+            && self.checks == other.checks
+            && self.kvs == other.kvs
+            && self.tombstones == other.tombstones
+            && self.sessions == other.sessions
+            && self.lock_delays == other.lock_delays
+            && self.indexes == other.indexes
+            && self.ca == other.ca
+            && self.config_entries == other.config_entries
+    }
+}
+
 impl StateData {
     /// The index of a table, 0 when it never changed.
     pub fn index(&self, name: &str) -> u64 {
@@ -153,33 +171,7 @@ impl Store {
     pub fn restore(&self, mut data: StateData) {
         data.rebuild_derived();
         let mut changes = Changes::default();
-        for name in [
-            table::NODES,
-            table::SERVICES,
-            table::CHECKS,
-            table::SESSIONS,
-            table::KVS,
-        ] {
-            changes.touch(name);
-        }
-        {
-            let old = self.read();
-            for name in old.by_service.keys().chain(data.by_service.keys()) {
-                changes.touch(table::service(name));
-            }
-            for name in old.nodes.keys().chain(data.nodes.keys()) {
-                changes.touch(table::node(name));
-            }
-            for name in old.by_connect.keys().chain(data.by_connect.keys()) {
-                changes.touch(table::connect(name));
-            }
-            for kind in old.config_entries.keys().chain(data.config_entries.keys()) {
-                changes.touch(config_topic(kind));
-            }
-        }
-        changes.touch(CONFIG_ENTRIES);
-        changes.touch(ca::CA);
-        changes.touch_tree("");
+        changes.touch_everything();
         *self.data.write().unwrap_or_else(|e| e.into_inner()) = data;
         self.watches.notify(&changes);
     }

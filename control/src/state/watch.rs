@@ -23,6 +23,7 @@ pub struct Changes {
     exact: Vec<String>,
     kv_keys: Vec<String>,
     kv_trees: Vec<String>,
+    everything: bool,
 }
 
 impl Changes {
@@ -41,16 +42,25 @@ impl Changes {
         self.kv_trees.push(prefix.to_string());
     }
 
+    /// Marks every topic as changed (every table was replaced).
+    pub fn touch_everything(&mut self) {
+        self.everything = true;
+    }
+
     /// Adds every topic of `other`.
     pub fn merge(&mut self, other: Changes) {
         self.exact.extend(other.exact);
         self.kv_keys.extend(other.kv_keys);
         self.kv_trees.extend(other.kv_trees);
+        self.everything |= other.everything;
     }
 
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.kv_keys.is_empty() && self.kv_trees.is_empty()
+        !self.everything
+            && self.exact.is_empty()
+            && self.kv_keys.is_empty()
+            && self.kv_trees.is_empty()
     }
 }
 
@@ -116,6 +126,17 @@ impl WatchHub {
             return;
         }
         let mut t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        if changes.everything {
+            let exact = std::mem::take(&mut t.exact);
+            let prefix = std::mem::take(&mut t.prefix);
+            t.inserted_since_sweep = 0;
+            drop(t);
+            exact
+                .into_values()
+                .chain(prefix.into_values())
+                .for_each(wake);
+            return;
+        }
         for name in &changes.exact {
             if let Some(list) = t.exact.remove(name) {
                 wake(list);
@@ -222,6 +243,20 @@ mod tests {
         c.touch("nodes");
         hub.notify(&c);
         assert!(fires(&w).await);
+    }
+
+    #[tokio::test]
+    async fn everything_wakes_every_topic() {
+        let hub = WatchHub::default();
+        let web = hub.subscribe(&[Topic::Exact("service:web".into())]);
+        let kv = hub.subscribe(&[Topic::KvPrefix("deep/key".into())]);
+        let mut c = Changes::default();
+        c.touch_everything();
+        assert!(!c.is_empty());
+        hub.notify(&c);
+        assert!(fires(&web).await);
+        assert!(fires(&kv).await);
+        assert_eq!(hub.topic_count(), 0);
     }
 
     #[test]
