@@ -321,7 +321,11 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     println!("           Node ID: '{}'", a.node_id);
     println!("         Node name: '{}'", a.node_name);
     println!("        Datacenter: '{}' (Segment: '<all>')", a.datacenter);
-    println!("            Server: {} (Bootstrap: true)", a.server);
+    println!(
+        "            Server: {} (Bootstrap: {})",
+        a.server,
+        matches!(config.bootstrap, Bootstrap::Alone)
+    );
     println!(
         "       Client Addr: [{}] (HTTP: {}, HTTPS: -1, gRPC: -1, DNS: {})",
         running.http_addr.ip(),
@@ -335,13 +339,21 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     println!("              Mode: {mode}");
     println!();
     println!("==> Log data will now stream in as it occurs:");
-    wait_for_exit(&running.agent).await;
-    println!("==> Shutting down");
-    running.shutdown().await;
+    let graceful = wait_for_exit(&running.agent).await;
+    if graceful {
+        println!("==> Gracefully leaving the cluster");
+        running.leave().await;
+    } else {
+        println!("==> Shutting down");
+        running.shutdown().await;
+    }
     ExitCode::SUCCESS
 }
 
-async fn wait_for_exit(agent: &mesh_control::agent::Agent) {
+/// Waits for a reason to stop: true for `mesh leave` (leave the cluster
+/// gracefully), false for a signal (servers keep their place, as Consul's
+/// `leave_on_terminate = false`).
+async fn wait_for_exit(agent: &mesh_control::agent::Agent) -> bool {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),
@@ -349,7 +361,7 @@ async fn wait_for_exit(agent: &mesh_control::agent::Agent) {
         signal(SignalKind::interrupt()),
     ) else {
         agent.left().await;
-        return;
+        return true;
     };
     loop {
         tokio::select! {
@@ -359,9 +371,9 @@ async fn wait_for_exit(agent: &mesh_control::agent::Agent) {
                     tracing::error!(error = %e, "reload failed; keeping the old configuration");
                 }
             }
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = agent.left() => return,
+            _ = term.recv() => return false,
+            _ = int.recv() => return false,
+            _ = agent.left() => return true,
         }
     }
 }

@@ -4,6 +4,7 @@ mod agent;
 mod catalog;
 mod config;
 mod connect;
+mod gossip;
 mod info;
 mod intention;
 mod kv;
@@ -37,12 +38,20 @@ enum Command {
     Config(config::ConfigArgs),
     /// Manages the service mesh's certificate authority.
     Connect(connect::ConnectArgs),
+    /// Marks a failed node as left.
+    ForceLeave(gossip::ForceLeaveArgs),
     /// Provides debugging information for operators.
     Info(info::InfoArgs),
     /// Manages intentions: who may connect to whom.
     Intention(intention::IntentionArgs),
     /// Interacts with the key-value store.
     Kv(kv::KvArgs),
+    /// Tells the agent to join other agents' LAN pool.
+    Join(gossip::JoinArgs),
+    /// Generates a new gossip encryption key.
+    Keygen,
+    /// Manages the gossip encryption keyring.
+    Keyring(gossip::KeyringArgs),
     /// Gracefully leaves the cluster and shuts the agent down.
     Leave(leave::LeaveArgs),
     /// Runs a command while holding a lock.
@@ -70,7 +79,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Catalog(a) => catalog::run(a).await,
         Command::Config(a) => config::run(a).await,
         Command::Connect(a) => connect::run(a).await,
+        Command::ForceLeave(a) => gossip::force_leave(a).await,
         Command::Info(a) => info::run(a).await,
+        Command::Join(a) => gossip::join(a).await,
+        Command::Keygen => {
+            gossip::keygen();
+            Ok(())
+        }
+        Command::Keyring(a) => gossip::keyring(a).await,
         Command::Intention(a) => match intention::run(a).await {
             Ok(code) => return ExitCode::from(code),
             Err(e) => Err(e),

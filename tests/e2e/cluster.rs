@@ -60,7 +60,7 @@ async fn agreed_leader(agents: &[&Agent], voters: usize) -> String {
 }
 
 async fn server_port(a: &Agent) -> u16 {
-    a.get("/v1/agent/self").await.json()["Config"]["ServerPort"]
+    a.get("/v1/agent/self").await.json()["DebugConfig"]["ServerPort"]
         .as_u64()
         .expect("ServerPort") as u16
 }

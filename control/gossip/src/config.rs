@@ -23,7 +23,8 @@ pub struct GossipConfig {
     /// free port that is free for both protocols.
     pub bind: SocketAddr,
     /// Address other members use to reach this one; the bound address when
-    /// `None`. An unspecified IP (`0.0.0.0`) must be replaced by a real one.
+    /// `None`, and the bound port when its port is 0. An unspecified IP
+    /// (`0.0.0.0`) must be replaced by a real one.
     pub advertise: Option<SocketAddr>,
     /// Serf tags (`role`, `dc`, `port`, `build`, `vsn`, `id`, ...), opaque to
     /// the pool; at most [`MAX_TAGS_BYTES`] once encoded.
@@ -127,7 +128,7 @@ impl GossipConfig {
             return Err(GossipError::TagsTooLarge(size));
         }
         if let Some(adv) = self.advertise {
-            if adv.ip().is_unspecified() || adv.port() == 0 {
+            if adv.ip().is_unspecified() {
                 return bad(
                     "advertise",
                     format!("{adv} is not an address other members can reach"),

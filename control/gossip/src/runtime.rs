@@ -178,6 +178,7 @@ pub(crate) async fn start(cfg: GossipConfig) -> Result<Arc<Shared>, GossipError>
     let (udp, tcp) = bind(cfg.bind).await?;
     let local_addr = udp.local_addr()?;
     let advertise = match cfg.advertise {
+        Some(a) if a.port() == 0 => SocketAddr::new(a.ip(), local_addr.port()),
         Some(a) => a,
         None if local_addr.ip().is_unspecified() => {
             return Err(GossipError::Config {
