@@ -64,9 +64,22 @@ pub struct Running {
 }
 
 impl Running {
-    /// Leaves the LAN pool gracefully (`mesh leave`), then shuts down.
+    /// Leaves gracefully (`mesh leave`): the agent leaves the LAN pool, so
+    /// no leader adds it back, then a server takes itself out of the Raft
+    /// configuration while the others can still commit that, and shuts down.
     pub async fn leave(self) {
         self.lan.leave(self.agent.config().data_dir.as_deref()).await;
+        let others = self
+            .node
+            .configuration()
+            .iter()
+            .any(|s| s.voter && s.id != self.node.id());
+        if others {
+            match self.node.remove_peer(self.node.id()).await {
+                Ok(()) => tracing::info!("left the Raft configuration"),
+                Err(e) => tracing::warn!(error = %e, "could not leave the Raft configuration"),
+            }
+        }
         self.shutdown().await;
     }
 

@@ -26,12 +26,15 @@ fn start_server(name: &str, dir: &TempDir, extra: &[String]) -> Agent {
     Agent::start(&refs)
 }
 
-/// Starts three servers; the second and third retry-join the first.
-fn three_servers(dirs: &[TempDir]) -> Vec<Agent> {
-    let s1 = start_server("s1", &dirs[0], &[]);
-    let join = format!("-retry-join=127.0.0.1:{}", s1.serf_lan);
-    let s2 = start_server("s2", &dirs[1], &[join.clone(), "-retry-interval=200ms".into()]);
-    let s3 = start_server("s3", &dirs[2], &[join, "-retry-interval=200ms".into()]);
+/// Starts three servers with `extra` flags; the second and third
+/// retry-join the first.
+fn three_servers(dirs: &[TempDir], extra: &[String]) -> Vec<Agent> {
+    let s1 = start_server("s1", &dirs[0], extra);
+    let mut joining = extra.to_vec();
+    joining.push(format!("-retry-join=127.0.0.1:{}", s1.serf_lan));
+    joining.push("-retry-interval=200ms".into());
+    let s2 = start_server("s2", &dirs[1], &joining);
+    let s3 = start_server("s3", &dirs[2], &joining);
     vec![s1, s2, s3]
 }
 
@@ -116,7 +119,7 @@ fn start_load(bases: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHan
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
     let dirs: Vec<TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut servers = three_servers(&dirs);
+    let mut servers = three_servers(&dirs, &[]);
     let all: Vec<&Agent> = servers.iter().collect();
     let leader = agreed_leader(&all, 3).await;
 
@@ -281,4 +284,86 @@ fn base64_decode(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
         .unwrap_or_default()
+}
+
+fn mesh(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(crate::support::mesh_bin())
+        .args(args)
+        .output()
+        .expect("run mesh")
+}
+
+async fn member_status(a: &Agent, name: &str) -> Option<u64> {
+    let members = a.get("/v1/agent/members").await.json();
+    members
+        .as_array()?
+        .iter()
+        .find(|m| m["Name"] == name)
+        .and_then(|m| m["Status"].as_u64())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_gossip_keyring_force_leave_and_graceful_leave() {
+    let keygen = mesh(&["keygen"]);
+    let key = String::from_utf8(keygen.stdout).unwrap().trim().to_string();
+    assert_eq!(key.len(), 44, "a base64 32-byte key: {key:?}");
+    let dirs: Vec<TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers = three_servers(&dirs, &[format!("-encrypt={key}")]);
+    let all: Vec<&Agent> = servers.iter().collect();
+    agreed_leader(&all, 3).await;
+
+    // A node with another key, or none, cannot join, and says why.
+    let other = String::from_utf8(mesh(&["keygen"]).stdout).unwrap().trim().to_string();
+    let join = format!("-join=127.0.0.1:{}", servers[0].serf_lan);
+    for encrypt in [format!("-encrypt={other}"), String::new()] {
+        let mut args = vec!["agent", "-dev", "-node=intruder", "-http-port=0", "-dns-port=0"];
+        args.extend(["-server-port=0", "-serf-lan-port=0", &join]);
+        if !encrypt.is_empty() {
+            args.push(&encrypt);
+        }
+        let out = mesh(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "an agent with the wrong key started");
+        assert!(err.contains("-encrypt"), "{err}");
+    }
+    assert_eq!(member_status(&servers[0], "intruder").await, None);
+
+    // Rotate the key across the pool.
+    let new = String::from_utf8(mesh(&["keygen"]).stdout).unwrap().trim().to_string();
+    servers[1].cli_ok(&["keyring", "-install", &new]);
+    servers[2].cli_ok(&["keyring", "-use", &new]);
+    servers[0].cli_ok(&["keyring", "-remove", &key]);
+    let list = servers[0].cli_ok(&["keyring", "-list"]);
+    assert!(list.contains(&format!("{new} [3/3]")), "{list}");
+    assert!(!list.contains(&key), "{list}");
+
+    // A killed server is failed, then forced out: it leaves the Raft
+    // configuration and the catalog.
+    servers[2].kill9();
+    eventually(FORM, "s3 failed", || async {
+        (member_status(&servers[0], "s3").await == Some(4)).then_some(())
+    })
+    .await;
+    let forced = servers[0].cli(&["force-leave", "nobody"]);
+    assert!(!forced.status.success());
+    servers[0].cli_ok(&["force-leave", "s3"]);
+    eventually(FORM, "s3 left and out of Raft", || async {
+        let left = member_status(&servers[1], "s3").await == Some(3);
+        let peers = servers[1].get("/v1/status/peers?stale").await.json();
+        let node = servers[1].get("/v1/catalog/node/s3?stale").await;
+        (left && peers.as_array()?.len() == 2 && node.json().is_null()).then_some(())
+    })
+    .await;
+
+    // s2 leaves gracefully: it takes itself out of Raft first, so s1 alone
+    // still commits.
+    servers[1].cli_ok(&["leave"]);
+    assert!(servers[1].wait_exit(FORM).is_some(), "s2 did not exit after leave");
+    eventually(FORM, "s2 left, s1 alone", || async {
+        let left = member_status(&servers[0], "s2").await == Some(3);
+        let peers = servers[0].get("/v1/status/peers").await.json();
+        (left && peers.as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    servers[0].put_ok("/v1/kv/after-leave", "still-writable").await;
 }

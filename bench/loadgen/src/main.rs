@@ -62,7 +62,7 @@ struct Args {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: mesh-loadgen --mesh http://127.0.0.1:PORT --etcd http://127.0.0.1:PORT \
+        "usage: mesh-loadgen --mesh http://127.0.0.1:PORT[,...] --etcd http://127.0.0.1:PORT[,...] \
          [--duration SECS=8] [--max-requests N=200000] [--concurrency 1,64] [--rounds 1] \
          [--value-size 128] [--warmup 200] [--tsv FILE] [--raw FILE] [--pids MESH_PID,ETCD_PID]"
     );
@@ -114,7 +114,7 @@ fn parse_args() -> Args {
             _ => usage(),
         }
     }
-    for url in [&a.mesh, &a.etcd] {
+    for url in a.mesh.split(',').chain(a.etcd.split(',')) {
         let ok = url.starts_with("http://127.") || url.starts_with("http://localhost:");
         if !ok {
             eprintln!("refusing non-loopback URL {url:?}");
@@ -255,7 +255,11 @@ async fn run_case(
     let mut handles = Vec::with_capacity(conc);
     for worker in 0..conc {
         let (issued, stop, value) = (issued.clone(), stop.clone(), value.clone());
-        let (base, prefix) = (base.to_string(), prefix.to_string());
+        // `base` may list several members (comma-separated): workers are
+        // spread over them in turn, as clients of a cluster are.
+        let members: Vec<&str> = base.split(',').collect();
+        let base = members[worker % members.len()].to_string();
+        let prefix = prefix.to_string();
         handles.push(tokio::spawn(async move {
             // One client per worker: each worker owns one keep-alive connection.
             let http = client();

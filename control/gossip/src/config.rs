@@ -50,6 +50,9 @@ pub struct GossipConfig {
     /// Failed and left members are forgotten this long after they went away
     /// (Consul's `reconnect_timeout`).
     pub reap_after: Duration,
+    /// How often one failed member is contacted again (serf's
+    /// `ReconnectInterval`), so a healed partition rejoins.
+    pub reconnect_interval: Duration,
     /// Deadline for one TCP exchange (connect, request, reply), as
     /// memberlist's `TCPTimeout`.
     pub tcp_timeout: Duration,
@@ -69,6 +72,7 @@ impl Default for GossipConfig {
             push_pull_interval: Duration::from_secs(30),
             gossip_interval: Duration::from_millis(200),
             reap_after: Duration::from_secs(72 * 3600),
+            reconnect_interval: Duration::from_secs(30),
             tcp_timeout: Duration::from_secs(10),
         }
     }
@@ -117,6 +121,7 @@ impl GossipConfig {
             ("push_pull_interval", self.push_pull_interval),
             ("gossip_interval", self.gossip_interval),
             ("reap_after", self.reap_after),
+            ("reconnect_interval", self.reconnect_interval),
             ("tcp_timeout", self.tcp_timeout),
         ] {
             if d.is_zero() {

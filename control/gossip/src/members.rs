@@ -231,6 +231,15 @@ impl Table {
             .collect()
     }
 
+    /// Failed members not yet reaped, for reconnect attempts.
+    pub(crate) fn failed_peers(&self) -> Vec<Member> {
+        self.entries
+            .values()
+            .filter(|e| e.id.name != self.local && e.status == MemberStatus::Failed)
+            .map(Entry::member)
+            .collect()
+    }
+
     /// The full state, for push-pull.
     pub(crate) fn states(&self) -> Vec<MemberState> {
         self.entries

@@ -296,6 +296,8 @@ impl Loop {
         let mut reap = tokio::time::interval(reap_every);
         let pp = self.shared.cfg.push_pull_interval;
         let mut push_pull = tokio::time::interval_at(tokio::time::Instant::now() + pp, pp);
+        let rc = self.shared.cfg.reconnect_interval;
+        let mut reconnect = tokio::time::interval_at(tokio::time::Instant::now() + rc, rc);
         loop {
             tokio::select! {
                 changed = stop.changed() => {
@@ -319,6 +321,7 @@ impl Loop {
                 }
                 _ = reap.tick() => self.reap(),
                 _ = push_pull.tick() => self.periodic_push_pull(),
+                _ = reconnect.tick() => self.reconnect(),
             }
             self.flush().await;
         }
@@ -408,6 +411,7 @@ impl Loop {
     }
 
     fn merge(&mut self, states: Vec<MemberState>) {
+        self.refute(&states);
         let alive: Vec<_> = {
             let table = self.shared.table();
             states
@@ -426,6 +430,49 @@ impl Loop {
             .table()
             .merge(&states, self.shared.cfg.reap_after);
         self.shared.publish(events);
+    }
+
+    /// A peer that reports this node's current identity as failed (it lost
+    /// contact, e.g. across a healed partition) gets a renewed identity,
+    /// which outranks the failed one everywhere: memberlist's refutation.
+    fn refute(&mut self, states: &[MemberState]) {
+        let local = self.shared.table().local_id();
+        let declared_failed = states.iter().any(|s| {
+            s.id.name == local.name && s.status == MemberStatus::Failed && !local.newer_than(&s.id)
+        });
+        if !declared_failed {
+            return;
+        }
+        let Some(renewed) = foca::Identity::renew(&local) else {
+            return;
+        };
+        tracing::info!(
+            generation = renewed.generation,
+            "a peer reported this node failed; refuting with a renewed identity"
+        );
+        if let Err(e) = self.foca.change_identity(renewed.clone(), &mut self.rt) {
+            tracing::debug!(error = %e, "foca change identity");
+            return;
+        }
+        self.shared.table().renew_local(renewed);
+        let intent = self.shared.table().local_tags_intent();
+        self.add_broadcast(&intent);
+    }
+
+    /// Tries to reach one failed member again (serf's reconnect), so that
+    /// members cut off by a partition find each other once it heals.
+    fn reconnect(&self) {
+        let failed = self.shared.table().failed_peers();
+        if failed.is_empty() {
+            return;
+        }
+        let peer = &failed[rand::random::<usize>() % failed.len()];
+        let (shared, addr) = (self.shared.clone(), peer.addr);
+        tokio::spawn(async move {
+            if let Err(e) = push_pull(&shared, addr, false).await {
+                tracing::debug!(%addr, error = %e, "reconnecting to a failed member failed");
+            }
+        });
     }
 
     fn reap(&mut self) {

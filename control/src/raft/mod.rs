@@ -400,11 +400,15 @@ impl RaftNode {
                 }
             }
             Request::AddVoter { id, node } => self.add_voter_here(id, node).await,
-            Request::RemovePeer { id } => self
-                .raft
-                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                .await
-                .map(|_| Response::Done),
+            Request::RemovePeer { id } => {
+                if !self.configuration().iter().any(|s| s.id == id) {
+                    return Response::Done;
+                }
+                self.raft
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await
+                    .map(|_| Response::Done)
+            }
             Request::Progress => {
                 if !self.is_leader() {
                     return Response::NotLeader { leader: self.leader() };

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Cluster benchmark: three mesh servers (Raft over the server RPC port, fsync'd
+# redb logs) against a three-member etcd 3.4 cluster from Debian, on the same machine
+# in the same run.
+#   1. Write throughput and latency: 64 concurrent clients spread over the three
+#      members of each cluster (KV PUT, and catalog registration vs an etcd put of the
+#      same document), through bench/loadgen.
+#   2. Leader fail-over: kill -9 the leader, then time until a write through a
+#      surviving member succeeds; the killed member is restarted and the cluster
+#      left healthy before the next round.
+# Prints both tables with mesh/etcd ratios.
+#
+#   bash bench/cluster/run.sh
+#   DURATION=5 ROUNDS=1 FAILOVERS=3 bash bench/cluster/run.sh
+#
+# Knobs: DURATION (s per case per system, default 8), ROUNDS (default 2),
+# CONCURRENCY (default 64), FAILOVERS (default 5), SKIP_INSTALL=1, SKIP_BUILD=1,
+# MESH_BIN=/path/to/mesh, KEEP_DATA=1.
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR/.. source=../lib.sh
+source "$BENCH_DIR/lib.sh"
+LOG_PREFIX=cluster
+KEPT_WHAT="data and logs"
+DURATION="${DURATION:-8}"
+ROUNDS="${ROUNDS:-2}"
+CONCURRENCY="${CONCURRENCY:-64}"
+FAILOVERS="${FAILOVERS:-5}"
+
+install_missing etcd:etcd-server etcd:etcd-client curl ss:iproute2
+require_tools cargo curl ss etcd
+build_mesh
+build_loadgen "$BENCH_DIR/loadgen" mesh-loadgen
+make_workdir mesh-cluster-bench
+on_failure() { tail_logs; }
+
+# --- mesh: three servers ---------------------------------------------------------------
+mapfile -t P < <(pick_ports 12)
+M_HTTP=("${P[0]}" "${P[1]}" "${P[2]}")
+M_DNS=("${P[3]}" "${P[4]}" "${P[5]}")
+M_RPC=("${P[6]}" "${P[7]}" "${P[8]}")
+M_SERF=("${P[9]}" "${P[10]}" "${P[11]}")
+M_PID=(0 0 0)
+start_mesh() { # start_mesh I
+    local i=$1
+    mkdir -p "$WORK/mesh$i"
+    spawn "mesh$i" "$MESH" agent -server -bootstrap-expect=3 -node="m$i" \
+        -data-dir="$WORK/mesh$i" -bind=127.0.0.1 -http-port="${M_HTTP[$i]}" \
+        -dns-port="${M_DNS[$i]}" -server-port="${M_RPC[$i]}" -serf-lan-port="${M_SERF[$i]}" \
+        -retry-join="127.0.0.1:${M_SERF[$(((i + 1) % 3))]}" -retry-interval=200ms
+    M_PID[$i]=$SPAWNED
+}
+mesh_url() { echo "http://127.0.0.1:${M_HTTP[$1]}"; }
+mesh_leader() { curl -fsS --max-time 2 "$(mesh_url "$1")/v1/status/leader" | tr -d '"'; }
+mesh_healthy() { # every live server names one leader and autopilot reports all healthy
+    local l0
+    l0="$(mesh_leader 0)" && [[ -n "$l0" ]] &&
+        curl -fsS --max-time 2 "$(mesh_url 0)/v1/operator/autopilot/health" | grep -q '"Healthy":true' &&
+        [[ "$(mesh_leader 1)" == "$l0" && "$(mesh_leader 2)" == "$l0" ]]
+}
+for i in 0 1 2; do start_mesh "$i"; done
+
+# --- etcd: three members -----------------------------------------------------------------
+mapfile -t Q < <(pick_ports 6)
+E_CLIENT=("${Q[0]}" "${Q[1]}" "${Q[2]}")
+E_PEER=("${Q[3]}" "${Q[4]}" "${Q[5]}")
+E_PID=(0 0 0)
+CLUSTER="e0=http://127.0.0.1:${E_PEER[0]},e1=http://127.0.0.1:${E_PEER[1]},e2=http://127.0.0.1:${E_PEER[2]}"
+start_etcd() { # start_etcd I STATE
+    local i=$1 url="http://127.0.0.1:${E_CLIENT[$1]}" peer="http://127.0.0.1:${E_PEER[$1]}"
+    spawn "etcd$i" etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+        --listen-client-urls "$url" --advertise-client-urls "$url" \
+        --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+        --initial-cluster "$CLUSTER" --initial-cluster-state "$2" --log-level warn
+    E_PID[$i]=$SPAWNED
+}
+etcd_url() { echo "http://127.0.0.1:${E_CLIENT[$1]}"; }
+etcd_status() { curl -fsS --max-time 2 -X POST -d '{}' "$(etcd_url "$1")/v3/maintenance/status"; }
+etcd_is_leader() { # etcd_is_leader I: its member id equals the leader it reports
+    local s
+    s="$(etcd_status "$1")" || return 1
+    python3 -c 'import json,sys; s=json.loads(sys.argv[1]); sys.exit(0 if s["header"]["member_id"] == s["leader"] else 1)' "$s"
+}
+etcd_healthy() {
+    local i
+    for i in 0 1 2; do curl -fsS --max-time 2 "$(etcd_url "$i")/health" | grep -q '"health":"true"' || return 1; done
+}
+for i in 0 1 2; do start_etcd "$i" new; done
+
+wait_for 60 "three mesh servers with one leader, all healthy" "${M_PID[*]}" mesh_healthy
+wait_for 60 "three healthy etcd members" "${E_PID[*]}" etcd_healthy
+log "mesh $(git_rev) on $(mesh_url 0),$(mesh_url 1),$(mesh_url 2); etcd $(etcd --version | head -n1 | awk '{print $3}') on $(etcd_url 0),..."
+
+# --- 1. throughput ------------------------------------------------------------------------
+log "throughput: $CONCURRENCY clients spread over the three members, ${DURATION}s per case, $ROUNDS round(s); $(noise)"
+"$LOADGEN" --mesh "$(mesh_url 0),$(mesh_url 1),$(mesh_url 2)" \
+    --etcd "$(etcd_url 0),$(etcd_url 1),$(etcd_url 2)" \
+    --duration "$DURATION" --rounds "$ROUNDS" --concurrency "$CONCURRENCY" \
+    --pids "${M_PID[0]},${M_PID[1]},${M_PID[2]},${E_PID[0]},${E_PID[1]},${E_PID[2]}"
+
+# --- 2. fail-over -------------------------------------------------------------------------
+now_ms() { date +%s%3N; }
+# first_write URL SYSTEM: polls a write through URL until one succeeds; prints when.
+first_write() {
+    local url=$1 sys=$2 body
+    while true; do
+        if [[ $sys == mesh ]]; then
+            body="$(curl -s --max-time 10 -X PUT -d x "$url/v1/kv/failover" || true)"
+            [[ "$body" == true ]] && break
+        else
+            body="$(curl -s --max-time 10 -X POST -d '{"key":"ZmFpbG92ZXI=","value":"eA=="}' "$url/v3/kv/put" || true)"
+            [[ "$body" == *revision* ]] && break
+        fi
+        sleep 0.01
+    done
+    now_ms
+}
+MESH_MS=() ETCD_MS=()
+for round in $(seq 1 "$FAILOVERS"); do
+    # mesh: which server leads?
+    leader="$(mesh_leader 0)"
+    for i in 0 1 2; do [[ "$leader" == "127.0.0.1:${M_RPC[$i]}" ]] && L=$i; done
+    S=$(((L + 1) % 3))
+    kill -9 "${M_PID[$L]}"
+    t0="$(now_ms)"
+    t1="$(first_write "$(mesh_url "$S")" mesh)"
+    MESH_MS+=($((t1 - t0)))
+    wait "${M_PID[$L]}" 2>/dev/null || true
+    start_mesh "$L"
+    wait_for 60 "mesh healthy again" "" mesh_healthy
+
+    for i in 0 1 2; do etcd_is_leader "$i" && L=$i; done
+    S=$(((L + 1) % 3))
+    kill -9 "${E_PID[$L]}"
+    t0="$(now_ms)"
+    t1="$(first_write "$(etcd_url "$S")" etcd)"
+    ETCD_MS+=($((t1 - t0)))
+    wait "${E_PID[$L]}" 2>/dev/null || true
+    start_etcd "$L" existing
+    wait_for 60 "etcd healthy again" "" etcd_healthy
+    log "fail-over round $round: mesh ${MESH_MS[-1]} ms, etcd ${ETCD_MS[-1]} ms"
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+MM="$(median "${MESH_MS[@]}")" EM="$(median "${ETCD_MS[@]}")"
+echo
+echo "| leader fail-over, kill -9 to first acknowledged write ($FAILOVERS rounds) | mesh ms | etcd ms | mesh/etcd |"
+echo "|---|---|---|---|"
+echo "| median | $MM | $EM | $(ratio "$MM" "$EM") |"
+echo "| all rounds | ${MESH_MS[*]} | ${ETCD_MS[*]} | |"
+echo "fail-over ratio > 1 means mesh takes longer. Machine: $(cpu_desc)."
