@@ -101,7 +101,7 @@ api() {
     shift 2
     ip netns exec "${NS[$i]}" curl -s --max-time 20 "$@" "http://127.0.0.1:8500$path"
 }
-leader_of() { api "$1" /v1/status/leader | tr -d '"'; }
+leader_of() { api "$1" /v1/status/leader | tr -d '"[:space:]'; }
 peers_of() { api "$1" /v1/status/peers | grep -o "$SUBNET" | wc -l; }
 formed() {
     local l0 l1 l2
@@ -110,9 +110,8 @@ formed() {
 }
 wait_for "three servers to elect a leader" formed
 LEADER_ADDR=$(leader_of 0)
-L=$(( ${LEADER_ADDR#"$SUBNET".} ))
-L=${L%%:*}
-L=$((L - 1))
+leader_ip=${LEADER_ADDR%%:*}
+L=$((${leader_ip##*.} - 1))
 A=$(((L + 1) % 3)) B=$(((L + 2) % 3))
 ok "three servers in three namespaces elected s$L"
 

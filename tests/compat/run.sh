@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compatibility suite: drives a real mesh agent with real clients (curl, dig,
 # py-consul under pytest, the Connect walk-through with socat and nc, and
-# Prometheus scraping mesh's metrics).
+# Prometheus scraping mesh's metrics), and partitions a three-server cluster
+# with network namespaces.
 #
 #   tests/compat/run.sh [path/to/mesh]     (default: target/debug/mesh)
 #
@@ -35,6 +36,7 @@ command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 command -v timeout >/dev/null 2>&1 || need+=(coreutils)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 
 apt_install() {
     [[ $(id -u) == 0 ]] || die "missing $*: install them (apt-get install $*) or run as root"
@@ -183,6 +185,9 @@ bash "$HERE/walkthrough.sh" "$MESH" || failed=1
 
 echo "compat: Prometheus discovers and scrapes mesh's metrics"
 bash "$HERE/prometheus.sh" "$MESH" || failed=1
+
+echo "compat: a network partition between three servers in network namespaces"
+bash "$HERE/partition.sh" "$MESH" || failed=1
 
 echo "compat: py-consul tests"
 cd "$HERE"
