@@ -104,7 +104,11 @@ impl Lan {
             rejoin(&gossip, dir, cfg.rejoin_after_leave).await;
         }
         if !cfg.retry_join.is_empty() {
-            tokio::spawn(retry_join(gossip.clone(), cfg.retry_join, cfg.retry_interval));
+            tokio::spawn(retry_join(
+                gossip.clone(),
+                cfg.retry_join,
+                cfg.retry_interval,
+            ));
         }
         let lan = Lan {
             gossip,
@@ -280,7 +284,9 @@ async fn rejoin(gossip: &Gossip, dir: &Path, after_leave: bool) {
     }
     match gossip.join(&addrs).await {
         Ok(n) => tracing::info!(joined = n, "rejoined the members known before the restart"),
-        Err(e) => tracing::warn!(error = %e, "rejoining the members known before the restart failed"),
+        Err(e) => {
+            tracing::warn!(error = %e, "rejoining the members known before the restart failed")
+        }
     }
 }
 

@@ -6,10 +6,10 @@ use crate::agent::leaf::LeafCache;
 use crate::agent::{Agent, AgentConfig};
 use crate::dns::{DnsConfig, DnsServer, StoreCatalog};
 use crate::http::{router, ApiState};
+use crate::lan::{Identity, Lan, LanConfig};
 use crate::raft::{RaftConfig, RaftNode};
 use crate::server::ca::{CaManager, CSR_MAX_PER_SECOND};
 use crate::server::leader::LeaderDuties;
-use crate::lan::{Identity, Lan, LanConfig};
 use crate::server::SessionTimers;
 use crate::state::Store;
 use std::net::SocketAddr;
@@ -48,6 +48,16 @@ pub enum Bootstrap {
     Join,
 }
 
+impl Bootstrap {
+    /// The `-bootstrap-expect` count gossip advertises (0: none).
+    pub fn expect(self) -> u32 {
+        match self {
+            Bootstrap::Expect(n) => n,
+            _ => 0,
+        }
+    }
+}
+
 /// A running agent.
 pub struct Running {
     /// The bound HTTP address.
@@ -68,7 +78,9 @@ impl Running {
     /// no leader adds it back, then a server takes itself out of the Raft
     /// configuration while the others can still commit that, and shuts down.
     pub async fn leave(self) {
-        self.lan.leave(self.agent.config().data_dir.as_deref()).await;
+        self.lan
+            .leave(self.agent.config().data_dir.as_deref())
+            .await;
         let others = self
             .node
             .configuration()
@@ -113,7 +125,8 @@ async fn bind_dns(
 }
 
 /// Waits, however long it takes, until this server's cluster has a leader
-/// and the CA it initialized has reached this server, saying so now and then.
+/// and this server has applied what that leader had committed (its CA
+/// among it), saying so now and then.
 async fn wait_for_cluster(node: &RaftNode) {
     let started = std::time::Instant::now();
     loop {
@@ -176,10 +189,7 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
             node_id: cfg.agent.node_id.clone(),
             datacenter: cfg.agent.datacenter.clone(),
             server_port: Some(cfg.agent.ports.server),
-            expect: match cfg.bootstrap {
-                Bootstrap::Expect(n) => n,
-                _ => 0,
-            },
+            expect: cfg.bootstrap.expect(),
             data_dir: cfg.agent.data_dir.clone(),
         },
     )
@@ -193,10 +203,7 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
             sessions: sessions.clone(),
             members,
             datacenter: cfg.agent.datacenter.clone(),
-            bootstrap_expect: match cfg.bootstrap {
-                Bootstrap::Expect(n) => n,
-                _ => 0,
-            },
+            bootstrap_expect: cfg.bootstrap.expect(),
             node_id: cfg.agent.node_id.clone(),
         }
         .run(),

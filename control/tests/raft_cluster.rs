@@ -62,7 +62,9 @@ fn put(key: &str, value: &str) -> Command {
 fn value(node: &RaftNode, key: &str) -> Option<String> {
     let data = node.store().read();
     let (_, entry) = data.kv_get(key);
-    entry.and_then(|e| e.value).map(|v| String::from_utf8(v).unwrap())
+    entry
+        .and_then(|e| e.value)
+        .map(|v| String::from_utf8(v).unwrap())
 }
 
 async fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -115,7 +117,10 @@ async fn three_servers_elect_forward_and_fail_over() {
     let (index, _) = servers[follower].node.write(put("a", "1")).await.unwrap();
     assert!(index > 0);
     for s in &servers {
-        until("replicated", || (value(&s.node, "a").as_deref() == Some("1")).then_some(())).await;
+        until("replicated", || {
+            (value(&s.node, "a").as_deref() == Some("1")).then_some(())
+        })
+        .await;
     }
     // A read-index on a follower waits for what the leader committed.
     servers[leader].node.write(put("b", "2")).await.unwrap();
@@ -133,7 +138,10 @@ async fn three_servers_elect_forward_and_fail_over() {
     servers[other].node.write(put("c", "3")).await.unwrap();
     servers[new_leader].node.barrier().await.unwrap();
     for key in ["a", "b", "c"] {
-        assert!(value(&servers[new_leader].node, key).is_some(), "{key} lost");
+        assert!(
+            value(&servers[new_leader].node, key).is_some(),
+            "{key} lost"
+        );
     }
 
     // A replacement joins as a voter and catches up; the dead one is removed.

@@ -155,14 +155,16 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
         Some(k) => vec![mesh_gossip::parse_key(k).context("invalid -encrypt key")?],
         None => Vec::new(),
     };
-    let duration = |flag: Option<Duration>, file: Option<&str>, what: &str, default: Duration| {
-        match (flag, file) {
+    let duration =
+        |flag: Option<Duration>, file: Option<&str>, what: &str, default: Duration| match (
+            flag, file,
+        ) {
             (Some(d), _) => Ok(d),
-            (None, Some(text)) => humantime::parse_duration(text)
-                .with_context(|| format!("invalid {what} {text:?}")),
+            (None, Some(text)) => {
+                humantime::parse_duration(text).with_context(|| format!("invalid {what} {text:?}"))
+            }
             (None, None) => Ok(default),
-        }
-    };
+        };
     let mut retry_join = args.retry_join.clone();
     retry_join.extend(file.retry_join.clone().unwrap_or_default());
     let retry_interval = duration(

@@ -21,7 +21,11 @@ pub async fn join(args: JoinArgs) -> Result<()> {
     let client = Client::new(&args.http)?;
     let mut joined = 0;
     for addr in &args.addresses {
-        match client.put(&format!("/v1/agent/join/{addr}"), Vec::new()).await?.ok() {
+        match client
+            .put(&format!("/v1/agent/join/{addr}"), Vec::new())
+            .await?
+            .ok()
+        {
             Ok(_) => joined += 1,
             Err(e) => eprintln!("Error joining address '{addr}': {e:#}"),
         }
@@ -90,13 +94,23 @@ pub async fn keyring(args: KeyringArgs) -> Result<()> {
     }
     if let Some(k) = &args.install {
         println!("==> Installing new gossip encryption key...");
-        client.send(reqwest::Method::POST, "/v1/operator/keyring", Some(body(k))).await?.ok()?;
+        client
+            .send(reqwest::Method::POST, "/v1/operator/keyring", Some(body(k)))
+            .await?
+            .ok()?;
     } else if let Some(k) = &args.use_key {
         println!("==> Changing primary gossip encryption key...");
         client.put("/v1/operator/keyring", body(k)).await?.ok()?;
     } else if let Some(k) = &args.remove {
         println!("==> Removing gossip encryption key...");
-        client.send(reqwest::Method::DELETE, "/v1/operator/keyring", Some(body(k))).await?.ok()?;
+        client
+            .send(
+                reqwest::Method::DELETE,
+                "/v1/operator/keyring",
+                Some(body(k)),
+            )
+            .await?
+            .ok()?;
     } else {
         println!("==> Gathering installed encryption keys...");
         let rings: Vec<Value> = client.get("/v1/operator/keyring").await?.ok()?.json()?;

@@ -55,8 +55,8 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
                 "/v1/operator/raft/configuration"
             };
             let config: Value = Client::new(&http)?.get(path).await?.ok()?.json()?;
-            let mut rows = vec![["Node", "ID", "Address", "State", "Voter", "RaftProtocol"]
-                .map(String::from)];
+            let mut rows =
+                vec![["Node", "ID", "Address", "State", "Voter", "RaftProtocol"].map(String::from)];
             for s in config["Servers"].as_array().into_iter().flatten() {
                 let text = |k: &str| s[k].as_str().unwrap_or("").to_string();
                 let state = if s["Leader"] == true {

@@ -89,7 +89,10 @@ async fn serf_health(a: &Agent, node: &str) -> Option<String> {
 
 /// Writes `load/<n>` through the servers in turn until stopped, keeping the
 /// writes that were acknowledged.
-fn start_load(bases: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<BTreeMap<u64, String>> {
+fn start_load(
+    bases: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<BTreeMap<u64, String>> {
     tokio::spawn(async move {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -139,14 +142,23 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
     let members = servers[0].cli_ok(&["members"]);
     for name in ["s1", "s2", "s3"] {
         assert!(
-            members.lines().any(|l| l.starts_with(name) && l.contains("alive") && l.contains("server")),
+            members
+                .lines()
+                .any(|l| l.starts_with(name) && l.contains("alive") && l.contains("server")),
             "{members}"
         );
     }
     let peers = servers[1].cli_ok(&["operator", "raft", "list-peers"]);
     assert_eq!(peers.lines().count(), 4, "{peers}");
-    assert_eq!(peers.lines().filter(|l| l.contains("leader")).count(), 1, "{peers}");
-    let config = servers[2].get("/v1/operator/raft/configuration").await.json();
+    assert_eq!(
+        peers.lines().filter(|l| l.contains("leader")).count(),
+        1,
+        "{peers}"
+    );
+    let config = servers[2]
+        .get("/v1/operator/raft/configuration")
+        .await
+        .json();
     assert_eq!(config["Servers"].as_array().unwrap().len(), 3, "{config}");
 
     // The leader reflects membership into the catalog.
@@ -156,15 +168,22 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
         })
         .await;
     }
-    let consul = servers[0].get("/v1/health/service/consul?passing").await.json();
+    let consul = servers[0]
+        .get("/v1/health/service/consul?passing")
+        .await
+        .json();
     assert_eq!(consul.as_array().unwrap().len(), 3, "{consul}");
 
     // Writes through any server; consistent reads from any other.
     for (i, s) in servers.iter().enumerate() {
-        s.put_ok(&format!("/v1/kv/via/{i}"), &format!("from-{i}")).await;
+        s.put_ok(&format!("/v1/kv/via/{i}"), &format!("from-{i}"))
+            .await;
         let other = &servers[(i + 1) % 3];
         let r = other.get(&format!("/v1/kv/via/{i}?consistent&raw")).await;
-        assert_eq!((r.status, r.text.as_str()), (200, format!("from-{i}").as_str()));
+        assert_eq!(
+            (r.status, r.text.as_str()),
+            (200, format!("from-{i}").as_str())
+        );
     }
     // A stale read on a follower says how fresh it is.
     let li = index_of_leader(&servers, &leader).await;
@@ -172,8 +191,21 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
     let r = follower.get("/v1/kv/via/0?stale").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.headers["X-Consul-KnownLeader"], "true");
-    let contact: u64 = r.headers["X-Consul-LastContact"].to_str().unwrap().parse().unwrap();
+    let contact: u64 = r.headers["X-Consul-LastContact"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(contact < 10_000, "last contact {contact}ms");
+
+    // A follower takes a consistent snapshot (through the leader's read
+    // index) that holds every write so far.
+    let snap_dir = tempfile::tempdir().unwrap();
+    let snap = snap_dir.path().join("cluster.snap").display().to_string();
+    let saved = follower.cli_ok(&["snapshot", "save", &snap]);
+    assert!(saved.contains("Saved and verified snapshot"), "{saved}");
+    let inspected = follower.cli_ok(&["snapshot", "inspect", &snap]);
+    assert!(inspected.contains("Index"), "{inspected}");
 
     // kill -9 the leader under a steady write load.
     let stop = Arc::new(AtomicBool::new(false));
@@ -227,7 +259,10 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
             .map(|e| {
                 let v = e["Value"].as_str().unwrap_or_default();
                 let bytes = base64_decode(v);
-                (e["Key"].as_str().unwrap().to_string(), String::from_utf8(bytes).unwrap())
+                (
+                    e["Key"].as_str().unwrap().to_string(),
+                    String::from_utf8(bytes).unwrap(),
+                )
             })
             .collect();
         for (n, value) in &acked {
@@ -245,7 +280,10 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
         (serf_health(survivors[0], dead).await.as_deref() == Some("critical")).then_some(())
     })
     .await;
-    let consul = survivors[1].get("/v1/health/service/consul?passing").await.json();
+    let consul = survivors[1]
+        .get("/v1/health/service/consul?passing")
+        .await
+        .json();
     assert_eq!(consul.as_array().unwrap().len(), 2, "{consul}");
 
     // It restarts with its data dir and catches up.
@@ -261,7 +299,9 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
     );
     let last = *acked.keys().last().unwrap();
     eventually(FORM, "the restarted server caught up", || async {
-        let r = servers[li].get(&format!("/v1/kv/load/{last:06}?stale&raw")).await;
+        let r = servers[li]
+            .get(&format!("/v1/kv/load/{last:06}?stale&raw"))
+            .await;
         (r.status == 200).then_some(())
     })
     .await;
@@ -313,10 +353,19 @@ async fn encrypted_gossip_keyring_force_leave_and_graceful_leave() {
     agreed_leader(&all, 3).await;
 
     // A node with another key, or none, cannot join, and says why.
-    let other = String::from_utf8(mesh(&["keygen"]).stdout).unwrap().trim().to_string();
+    let other = String::from_utf8(mesh(&["keygen"]).stdout)
+        .unwrap()
+        .trim()
+        .to_string();
     let join = format!("-join=127.0.0.1:{}", servers[0].serf_lan);
     for encrypt in [format!("-encrypt={other}"), String::new()] {
-        let mut args = vec!["agent", "-dev", "-node=intruder", "-http-port=0", "-dns-port=0"];
+        let mut args = vec![
+            "agent",
+            "-dev",
+            "-node=intruder",
+            "-http-port=0",
+            "-dns-port=0",
+        ];
         args.extend(["-server-port=0", "-serf-lan-port=0", &join]);
         if !encrypt.is_empty() {
             args.push(&encrypt);
@@ -329,7 +378,10 @@ async fn encrypted_gossip_keyring_force_leave_and_graceful_leave() {
     assert_eq!(member_status(&servers[0], "intruder").await, None);
 
     // Rotate the key across the pool.
-    let new = String::from_utf8(mesh(&["keygen"]).stdout).unwrap().trim().to_string();
+    let new = String::from_utf8(mesh(&["keygen"]).stdout)
+        .unwrap()
+        .trim()
+        .to_string();
     servers[1].cli_ok(&["keyring", "-install", &new]);
     servers[2].cli_ok(&["keyring", "-use", &new]);
     servers[0].cli_ok(&["keyring", "-remove", &key]);
@@ -358,12 +410,17 @@ async fn encrypted_gossip_keyring_force_leave_and_graceful_leave() {
     // s2 leaves gracefully: it takes itself out of Raft first, so s1 alone
     // still commits.
     servers[1].cli_ok(&["leave"]);
-    assert!(servers[1].wait_exit(FORM).is_some(), "s2 did not exit after leave");
+    assert!(
+        servers[1].wait_exit(FORM).is_some(),
+        "s2 did not exit after leave"
+    );
     eventually(FORM, "s2 left, s1 alone", || async {
         let left = member_status(&servers[0], "s2").await == Some(3);
         let peers = servers[0].get("/v1/status/peers").await.json();
         (left && peers.as_array()?.len() == 1).then_some(())
     })
     .await;
-    servers[0].put_ok("/v1/kv/after-leave", "still-writable").await;
+    servers[0]
+        .put_ok("/v1/kv/after-leave", "still-writable")
+        .await;
 }

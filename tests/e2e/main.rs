@@ -4,8 +4,8 @@
 mod blocking;
 mod ca;
 mod catalog;
-mod cluster;
 mod cli;
+mod cluster;
 mod config;
 mod connect;
 mod dns;

@@ -64,10 +64,14 @@ async fn join(State(api): Api, Path(addr): Path<String>) -> Result<(), ApiError>
 }
 
 async fn force_leave(State(api): Api, Path(node): Path<String>) -> Result<(), ApiError> {
-    api.lan.gossip().force_leave(&node).await.map_err(|e| match e {
-        e if e.is_unknown_member() => ApiError::not_found(e.to_string()),
-        e => ApiError::internal(e.to_string()),
-    })
+    api.lan
+        .gossip()
+        .force_leave(&node)
+        .await
+        .map_err(|e| match e {
+            e if e.is_unknown_member() => ApiError::not_found(e.to_string()),
+            e => ApiError::internal(e.to_string()),
+        })
 }
 
 /// The `{"Key": "..."}` body of a keyring change.
@@ -102,33 +106,52 @@ fn keyring_json(r: &KeyringResponse) -> Value {
 
 fn keyring_error(e: GossipError) -> ApiError {
     match e {
-        GossipError::InvalidKey(_) | GossipError::Keyring(_) => ApiError::bad_request(e.to_string()),
+        GossipError::InvalidKey(_) | GossipError::Keyring(_) => {
+            ApiError::bad_request(e.to_string())
+        }
         e => ApiError::internal(e.to_string()),
     }
 }
 
 async fn keyring_list(State(api): Api, _ctx: Ctx) -> Result<Json<Value>, ApiError> {
-    let r = api.lan.gossip().keyring_list().await.map_err(keyring_error)?;
+    let r = api
+        .lan
+        .gossip()
+        .keyring_list()
+        .await
+        .map_err(keyring_error)?;
     Ok(Json(keyring_json(&r)))
 }
 
 async fn keyring_install(State(api): Api, body: Bytes) -> Result<(), ApiError> {
     let key = key_of(&body)?;
-    api.lan.gossip().keyring_install(&key).await.map_err(keyring_error)?;
+    api.lan
+        .gossip()
+        .keyring_install(&key)
+        .await
+        .map_err(keyring_error)?;
     api.lan.save_keyring();
     Ok(())
 }
 
 async fn keyring_use(State(api): Api, body: Bytes) -> Result<(), ApiError> {
     let key = key_of(&body)?;
-    api.lan.gossip().keyring_use(&key).await.map_err(keyring_error)?;
+    api.lan
+        .gossip()
+        .keyring_use(&key)
+        .await
+        .map_err(keyring_error)?;
     api.lan.save_keyring();
     Ok(())
 }
 
 async fn keyring_remove(State(api): Api, body: Bytes) -> Result<(), ApiError> {
     let key = key_of(&body)?;
-    api.lan.gossip().keyring_remove(&key).await.map_err(keyring_error)?;
+    api.lan
+        .gossip()
+        .keyring_remove(&key)
+        .await
+        .map_err(keyring_error)?;
     api.lan.save_keyring();
     Ok(())
 }

@@ -63,7 +63,9 @@ async fn remove_peer(State(api): Api, ctx: Ctx) -> Result<(), ApiError> {
             _ => s.node.addr == value,
         })
         .ok_or_else(|| {
-            ApiError::internal(format!("{what} {value:?} was not found in the Raft configuration"))
+            ApiError::internal(format!(
+                "{what} {value:?} was not found in the Raft configuration"
+            ))
         })?;
     api.node.remove_peer(server.id).await?;
     Ok(())

@@ -3,21 +3,25 @@
 //! Even `mesh agent -dev` runs a one-voter cluster, so the log index of each
 //! write is the `ModifyIndex` of what it wrote and the `X-Consul-Index` of reads.
 //! The log store ([`log_store`]), state machine ([`state_machine`]) and network
-//! ([`network`]) are wired together in [`RaftNode::start`].
+//! ([`network`]) are wired together in [`RaftNode::start`]. A server that does
+//! not lead forwards writes and read-index requests to the one that does
+//! (`leader.rs`), so every server takes writes and answers default reads.
 
 mod command;
+mod leader;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
 
 pub use command::{Command, CommandResult};
 
-use crate::rpc::pool::{RpcError, RpcPool};
+use crate::rpc::pool::RpcPool;
 use crate::rpc::{Request, Response};
 use crate::state::Store;
-use openraft::{ChangeMembers, Raft};
+use leader::unexpected;
+use openraft::Raft;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -170,7 +174,8 @@ impl RaftNode {
                 .map_err(|e| RaftError::Internal(format!("create {}: {e}", d.display())))?;
         }
         let log = log_store::LogStore::open(dir.as_deref()).map_err(internal)?;
-        let sm = state_machine::StateMachine::open(store.clone(), dir.as_deref()).map_err(internal)?;
+        let sm =
+            state_machine::StateMachine::open(store.clone(), dir.as_deref()).map_err(internal)?;
         let pool = Arc::new(RpcPool::default());
         let contacts = network::Contacts::default();
         let node_id = raft_id(&config.server.node_id);
@@ -278,7 +283,9 @@ impl RaftNode {
     /// (false when it cannot be asked).
     pub async fn peer_initialized(&self, addr: &str) -> bool {
         matches!(
-            self.pool.call(addr, &Request::Info, RETRY_BACKOFF * 20).await,
+            self.pool
+                .call(addr, &Request::Info, RETRY_BACKOFF * 20)
+                .await,
             Ok(Response::Info { initialized: true })
         )
     }
@@ -289,35 +296,6 @@ impl RaftNode {
             Response::Progress(p) => Ok(p),
             other => Err(unexpected(other)),
         }
-    }
-
-    fn progress_here(&self) -> Vec<ServerProgress> {
-        let m = self.raft.metrics().borrow().clone();
-        let contacts = lock(&self.contacts).clone();
-        let replication = m.replication.clone().unwrap_or_default();
-        self.configuration()
-            .into_iter()
-            .map(|s| {
-                let me = s.id == self.node_id;
-                ServerProgress {
-                    last_index: if me {
-                        m.last_log_index.unwrap_or(0)
-                    } else {
-                        replication.get(&s.id).copied().flatten().map_or(0, |l| l.index)
-                    },
-                    last_contact_ms: if me {
-                        Some(0)
-                    } else {
-                        contacts.get(&s.id).map(|t| t.elapsed().as_millis() as u64)
-                    },
-                    id: s.id,
-                    node: s.node,
-                    voter: s.voter,
-                    leader: s.leader,
-                    term: m.current_term,
-                }
-            })
-            .collect()
     }
 
     /// Sets what a session renewal forwarded to this leader does (once).
@@ -332,137 +310,6 @@ impl RaftNode {
             ttl_ms: ttl.as_millis() as u64,
         };
         self.on_leader(req).await.map(|_| ())
-    }
-
-    /// Sends `req` to the leader (handling it here when this node leads),
-    /// retrying while no leader answers, for up to [`HOLD_TIMEOUT`].
-    async fn on_leader(&self, req: Request) -> Result<Response, RaftError> {
-        let deadline = Instant::now() + HOLD_TIMEOUT;
-        loop {
-            let resp = if self.is_leader() {
-                self.handle_as_leader(clone_request(&req)).await
-            } else if let Some(addr) = self.leader() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match self.pool.call(&addr, &req, left.max(RETRY_BACKOFF)).await {
-                    Ok(resp) => resp,
-                    Err(RpcError::Connect { .. }) => Response::NotLeader { leader: None },
-                    Err(e) => return Err(RaftError::Internal(e.to_string())),
-                }
-            } else {
-                Response::NotLeader { leader: None }
-            };
-            match resp {
-                Response::NotLeader { .. } if Instant::now() < deadline => {
-                    tokio::time::sleep(RETRY_BACKOFF).await;
-                }
-                Response::NotLeader { .. } => return Err(RaftError::NoLeader),
-                Response::Failed(e) => return Err(RaftError::Internal(e)),
-                other => return Ok(other),
-            }
-        }
-    }
-
-    /// Handles a request that only the leader may: Apply, ReadIndex,
-    /// AddVoter, RemovePeer. Answers NotLeader when this node does not lead.
-    pub(crate) async fn handle_as_leader(&self, req: Request) -> Response {
-        let result = match req {
-            Request::Apply(cmd) => {
-                // A leader cut off from its quorum cannot commit; answer
-                // rather than hold the caller forever. The entry may still
-                // commit later, as with any timed-out write.
-                match tokio::time::timeout(HOLD_TIMEOUT, self.raft.client_write(cmd)).await {
-                    Ok(r) => r.map(|r| Response::Applied {
-                        index: r.log_id.index,
-                        result: r.data,
-                    }),
-                    Err(_) => {
-                        return Response::Failed(format!(
-                            "no quorum committed the write within {HOLD_TIMEOUT:?}"
-                        ))
-                    }
-                }
-            }
-            Request::ReadIndex => {
-                let read = tokio::time::timeout(HOLD_TIMEOUT, self.raft.get_read_log_id()).await;
-                let Ok(read) = read else {
-                    return Response::Failed(format!(
-                        "no quorum confirmed this leader within {HOLD_TIMEOUT:?}"
-                    ));
-                };
-                return match read {
-                    Ok((read, _)) => Response::ReadIndex {
-                        index: read.map_or(0, |l| l.index),
-                    },
-                    Err(openraft::error::RaftError::APIError(
-                        openraft::error::CheckIsLeaderError::ForwardToLeader(f),
-                    )) => not_leader(f),
-                    Err(e) => Response::Failed(e.to_string()),
-                }
-            }
-            Request::AddVoter { id, node } => self.add_voter_here(id, node).await,
-            Request::RemovePeer { id } => {
-                if !self.configuration().iter().any(|s| s.id == id) {
-                    return Response::Done;
-                }
-                self.raft
-                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                    .await
-                    .map(|_| Response::Done)
-            }
-            Request::Progress => {
-                if !self.is_leader() {
-                    return Response::NotLeader { leader: self.leader() };
-                }
-                return Response::Progress(self.progress_here());
-            }
-            Request::SessionRenew { id, ttl_ms } => {
-                if !self.is_leader() {
-                    return Response::NotLeader { leader: self.leader() };
-                }
-                return match self.renew_session.get() {
-                    Some(renew) => {
-                        renew(&id, Duration::from_millis(ttl_ms));
-                        Response::Done
-                    }
-                    None => Response::Failed("this server keeps no session timers".into()),
-                };
-            }
-            other => return Response::Failed(format!("not a leader request: {other:?}")),
-        };
-        match result {
-            Ok(resp) => resp,
-            Err(openraft::error::RaftError::APIError(
-                openraft::error::ClientWriteError::ForwardToLeader(f),
-            )) => not_leader(f),
-            Err(e) => Response::Failed(e.to_string()),
-        }
-    }
-
-    async fn add_voter_here(&self, id: u64, node: ServerNode) -> Result<Response, WriteError> {
-        let membership = self.raft.metrics().borrow().membership_config.clone();
-        let current = membership.membership().get_node(&id).cloned();
-        let voter = membership.membership().voter_ids().any(|v| v == id);
-        match current {
-            // A server that came back on another address: re-address it.
-            Some(known) if known != node => {
-                self.raft
-                    .change_membership(
-                        ChangeMembers::SetNodes(BTreeMap::from([(id, node)])),
-                        false,
-                    )
-                    .await?;
-            }
-            Some(_) => {}
-            None => {
-                self.raft.add_learner(id, node, true).await?;
-            }
-        }
-        if !voter {
-            self.raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                .await?;
-        }
-        Ok(Response::Done)
     }
 
     /// Records that the leader was just heard from (for `X-Consul-LastContact`).
@@ -533,11 +380,6 @@ impl RaftNode {
         m.membership_config.log_id().map_or(0, |l| l.index)
     }
 
-    /// The index of the last committed entry this node has applied.
-    pub fn applied_index(&self) -> u64 {
-        self.status().applied_index
-    }
-
     /// The current Raft term.
     pub fn term(&self) -> u64 {
         self.raft.metrics().borrow().current_term
@@ -563,37 +405,6 @@ impl RaftNode {
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
     }
-}
-
-type WriteError = openraft::error::RaftError<u64, openraft::error::ClientWriteError<u64, ServerNode>>;
-
-fn not_leader(f: openraft::error::ForwardToLeader<u64, ServerNode>) -> Response {
-    Response::NotLeader {
-        leader: f.leader_node.map(|n| n.addr),
-    }
-}
-
-fn clone_request(req: &Request) -> Request {
-    match req {
-        Request::Apply(cmd) => Request::Apply(cmd.clone()),
-        Request::ReadIndex => Request::ReadIndex,
-        Request::AddVoter { id, node } => Request::AddVoter {
-            id: *id,
-            node: node.clone(),
-        },
-        Request::RemovePeer { id } => Request::RemovePeer { id: *id },
-        Request::Progress => Request::Progress,
-        Request::SessionRenew { id, ttl_ms } => Request::SessionRenew {
-            id: id.clone(),
-            ttl_ms: *ttl_ms,
-        },
-        // Raft traffic never goes through `on_leader`.
-        _ => Request::Info,
-    }
-}
-
-fn unexpected(resp: Response) -> RaftError {
-    RaftError::Internal(format!("unexpected answer from the leader: {resp:?}"))
 }
 
 fn internal(e: impl std::fmt::Display) -> RaftError {

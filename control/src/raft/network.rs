@@ -79,9 +79,9 @@ impl Connection {
                 self.node.clone(),
                 e,
             ))),
-            None => Err(RPCError::Network(NetworkError::new(&std::io::Error::other(
-                "unexpected rpc answer",
-            )))),
+            None => Err(RPCError::Network(NetworkError::new(
+                &std::io::Error::other("unexpected rpc answer"),
+            ))),
         }
     }
 }

@@ -87,8 +87,20 @@ impl RpcPool {
         lock(&self.idle).remove(addr);
     }
 
+    /// An idle connection that is still open: one the peer closed while it
+    /// sat in the pool (a restarted or killed server) is dropped here rather
+    /// than failing the request sent on it.
     fn take_idle(&self, addr: &str) -> Option<TcpStream> {
-        lock(&self.idle).get_mut(addr)?.pop()
+        let mut idle = lock(&self.idle);
+        let list = idle.get_mut(addr)?;
+        while let Some(conn) = list.pop() {
+            let mut probe = [0u8; 1];
+            match conn.try_read(&mut probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(conn),
+                _ => continue,
+            }
+        }
+        None
     }
 
     fn put_idle(&self, addr: &str, conn: TcpStream) {
@@ -118,4 +130,44 @@ async fn connect(addr: &str) -> Result<TcpStream, RpcError> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_the_peer_closed_while_idle_is_not_reused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let pool = RpcPool::default();
+        let (accepted, _) = tokio::join!(listener.accept(), async {
+            pool.put_idle(&addr, TcpStream::connect(&addr).await.unwrap());
+        });
+        let (server_side, _) = accepted.unwrap();
+        assert!(
+            pool.take_idle(&addr).is_some(),
+            "an open idle connection is reused"
+        );
+        let (accepted, _) = tokio::join!(listener.accept(), async {
+            pool.put_idle(&addr, TcpStream::connect(&addr).await.unwrap());
+        });
+        drop(accepted.unwrap());
+        drop(server_side);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            // The FIN may take a moment to arrive; once it has, the pool
+            // must not hand the connection out.
+            let taken = pool.take_idle(&addr);
+            if taken.is_none() {
+                break;
+            }
+            pool.put_idle(&addr, taken.unwrap());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a closed connection was reused"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
 }

@@ -36,9 +36,7 @@ async fn handle(mut conn: TcpStream, node: &RaftNode) -> Result<(), WireError> {
     loop {
         let req: Request = match read_frame(&mut conn).await {
             Ok(r) => r,
-            Err(WireError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Ok(())
-            }
+            Err(WireError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         };
         let resp = dispatch(node, req).await;

@@ -60,7 +60,10 @@ impl LeaderDuties {
                     _ = tick.tick() => break,
                 }
                 let m = raft.borrow();
-                let key = (m.current_leader, m.membership_config.log_id().map(|l| l.index));
+                let key = (
+                    m.current_leader,
+                    m.membership_config.log_id().map(|l| l.index),
+                );
                 if seen != Some(key) {
                     seen = Some(key);
                     break;
@@ -112,7 +115,12 @@ impl LeaderDuties {
     async fn reconcile(&self) {
         let members = self.members.borrow().clone();
         let min_voters = self.bootstrap_expect.max(1) as usize;
-        for change in plan_raft(&self.node.configuration(), &members, self.node.id(), min_voters) {
+        for change in plan_raft(
+            &self.node.configuration(),
+            &members,
+            self.node.id(),
+            min_voters,
+        ) {
             let result = match &change {
                 RaftChange::AddVoter(id, server) => {
                     tracing::info!(server = %server.name, addr = %server.addr, "adding Raft voter");

@@ -87,7 +87,9 @@ pub fn plan_raft(
     let member = |node: &ServerNode| members.iter().find(|m| m.node_id == node.node_id);
     let mut changes = Vec::new();
     for m in members.iter().filter(|m| m.status == MemberStatus::Alive) {
-        let Some(node) = m.server_node() else { continue };
+        let Some(node) = m.server_node() else {
+            continue;
+        };
         let id = crate::raft::raft_id(&m.node_id);
         let current = config.iter().find(|s| s.id == id);
         if !current.is_some_and(|s| s.voter && s.node == node) {
@@ -246,7 +248,13 @@ mod tests {
         let d = member(4, MemberStatus::Alive, true);
         let members = vec![a.clone(), b.clone(), c.clone(), d.clone()];
         let plan = plan_raft(&config, &members, me, 3);
-        assert_eq!(plan, [RaftChange::AddVoter(raft_id(&d.node_id), d.server_node().unwrap())]);
+        assert_eq!(
+            plan,
+            [RaftChange::AddVoter(
+                raft_id(&d.node_id),
+                d.server_node().unwrap()
+            )]
+        );
         let config4 = vec![voter(&a), voter(&b), voter(&c), voter(&d)];
         assert_eq!(
             plan_raft(&config4, &members, me, 3),
@@ -255,14 +263,23 @@ mod tests {
 
         // A server that left is removed at once; client members never vote.
         c.status = MemberStatus::Left;
-        let members = vec![a.clone(), b.clone(), c.clone(), member(7, MemberStatus::Alive, false)];
+        let members = vec![
+            a.clone(),
+            b.clone(),
+            c.clone(),
+            member(7, MemberStatus::Alive, false),
+        ];
         assert_eq!(
             plan_raft(&config, &members, me, 3),
             [RaftChange::Remove(raft_id(&c.node_id))]
         );
 
         // Two failed of three: no quorum of healthy voters, remove nothing.
-        let members = vec![a.clone(), member(2, MemberStatus::Failed, true), member(3, MemberStatus::Failed, true)];
+        let members = vec![
+            a.clone(),
+            member(2, MemberStatus::Failed, true),
+            member(3, MemberStatus::Failed, true),
+        ];
         assert!(plan_raft(&config, &members, me, 1).is_empty());
     }
 
@@ -286,7 +303,10 @@ mod tests {
         for cmd in &plan {
             cmd.apply(6, &mut data, &mut Default::default());
         }
-        assert_eq!(data.checks["n1"][SERF_HEALTH_CHECK].status, status::CRITICAL);
+        assert_eq!(
+            data.checks["n1"][SERF_HEALTH_CHECK].status,
+            status::CRITICAL
+        );
 
         // Reaped from gossip: the node goes. A catalog-API node stays.
         let plan = plan_catalog(&data, &[], "dc1");
