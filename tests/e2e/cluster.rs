@@ -4,6 +4,7 @@
 //! server up.
 
 use crate::support::{eventually, Agent};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -343,7 +344,7 @@ async fn member_status(a: &Agent, name: &str) -> Option<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn encrypted_gossip_keyring_force_leave_and_graceful_leave() {
+async fn encrypted_gossip_keyring_replacement_force_leave_and_graceful_leave() {
     let keygen = mesh(&["keygen"]);
     let key = String::from_utf8(keygen.stdout).unwrap().trim().to_string();
     assert_eq!(key.len(), 44, "a base64 32-byte key: {key:?}");
@@ -389,38 +390,60 @@ async fn encrypted_gossip_keyring_force_leave_and_graceful_leave() {
     assert!(list.contains(&format!("{new} [3/3]")), "{list}");
     assert!(!list.contains(&key), "{list}");
 
-    // A killed server is failed, then forced out: it leaves the Raft
-    // configuration and the catalog.
+    // A killed server is failed; once a new server replaces it, autopilot's
+    // dead-server cleanup takes it out of the voters.
+    let dead_rpc = format!("127.0.0.1:{}", server_port(&servers[2]).await);
     servers[2].kill9();
     eventually(FORM, "s3 failed", || async {
         (member_status(&servers[0], "s3").await == Some(4)).then_some(())
     })
     .await;
-    let forced = servers[0].cli(&["force-leave", "nobody"]);
-    assert!(!forced.status.success());
-    servers[0].cli_ok(&["force-leave", "s3"]);
-    eventually(FORM, "s3 left and out of Raft", || async {
-        let left = member_status(&servers[1], "s3").await == Some(3);
-        let peers = servers[1].get("/v1/status/peers?stale").await.json();
-        let node = servers[1].get("/v1/catalog/node/s3?stale").await;
-        (left && peers.as_array()?.len() == 2 && node.json().is_null()).then_some(())
+    let s4_dir = tempfile::tempdir().unwrap();
+    let s4 = start_server(
+        "s4",
+        &s4_dir,
+        &[
+            format!("-encrypt={new}"),
+            format!("-retry-join=127.0.0.1:{}", servers[0].serf_lan),
+            "-retry-interval=200ms".into(),
+        ],
+    );
+    let s4_rpc = format!("127.0.0.1:{}", server_port(&s4).await);
+    eventually(FORM, "s4 replaces s3 among the voters", || async {
+        let peers = servers[0].get("/v1/status/peers").await.json();
+        let peers: Vec<&str> = peers.as_array()?.iter().filter_map(Value::as_str).collect();
+        (peers.len() == 3
+            && peers.contains(&s4_rpc.as_str())
+            && !peers.contains(&dead_rpc.as_str()))
+        .then_some(())
     })
     .await;
 
-    // s2 leaves gracefully: it takes itself out of Raft first, so s1 alone
-    // still commits.
+    // Forced out, the failed node leaves the pool and the catalog.
+    let forced = servers[0].cli(&["force-leave", "nobody"]);
+    assert!(!forced.status.success());
+    servers[0].cli_ok(&["force-leave", "s3"]);
+    eventually(FORM, "s3 left and out of the catalog", || async {
+        let left = member_status(&servers[1], "s3").await == Some(3);
+        let node = servers[1].get("/v1/catalog/node/s3").await;
+        (left && node.json().is_null()).then_some(())
+    })
+    .await;
+
+    // s2 leaves gracefully: out of the pool, then out of Raft, so s1 and s4
+    // still commit.
     servers[1].cli_ok(&["leave"]);
     assert!(
         servers[1].wait_exit(FORM).is_some(),
         "s2 did not exit after leave"
     );
-    eventually(FORM, "s2 left, s1 alone", || async {
+    eventually(FORM, "s2 left, two voters", || async {
         let left = member_status(&servers[0], "s2").await == Some(3);
         let peers = servers[0].get("/v1/status/peers").await.json();
-        (left && peers.as_array()?.len() == 1).then_some(())
+        (left && peers.as_array()?.len() == 2).then_some(())
     })
     .await;
-    servers[0]
-        .put_ok("/v1/kv/after-leave", "still-writable")
-        .await;
+    s4.put_ok("/v1/kv/after-leave", "still-writable").await;
+    let r = servers[0].get("/v1/kv/after-leave?raw").await;
+    assert_eq!(r.text, "still-writable");
 }
