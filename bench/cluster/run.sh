@@ -102,16 +102,16 @@ log "throughput: $CONCURRENCY clients spread over the three members, ${DURATION}
 # --- 2. fail-over -------------------------------------------------------------------------
 now_ms() { date +%s%3N; }
 # first_write URL SYSTEM: polls a write through URL until one succeeds; prints when.
-# Each attempt may take 2 s at most, for both systems: a request stuck on the dead
+# Each attempt may take 0.5 s at most, for both systems: a request stuck on the dead
 # leader is abandoned and retried, as a client with a timeout would.
 first_write() {
     local url=$1 sys=$2 body
     while true; do
         if [[ $sys == mesh ]]; then
-            body="$(curl -s --max-time 2 -X PUT -d x "$url/v1/kv/failover" || true)"
+            body="$(curl -s --max-time 0.5 -X PUT -d x "$url/v1/kv/failover" || true)"
             [[ "$body" == true ]] && break
         else
-            body="$(curl -s --max-time 2 -X POST -d '{"key":"ZmFpbG92ZXI=","value":"eA=="}' "$url/v3/kv/put" || true)"
+            body="$(curl -s --max-time 0.5 -X POST -d '{"key":"ZmFpbG92ZXI=","value":"eA=="}' "$url/v3/kv/put" || true)"
             [[ "$body" == *revision* ]] && break
         fi
         sleep 0.01
