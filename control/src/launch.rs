@@ -5,16 +5,20 @@
 use crate::agent::leaf::LeafCache;
 use crate::agent::{Agent, AgentConfig};
 use crate::dns::{DnsConfig, DnsServer, StoreCatalog};
-use crate::http::{router, ApiState};
+use crate::http::{client_router, router, ApiState};
 use crate::lan::{Identity, Lan, LanConfig};
 use crate::raft::{RaftConfig, RaftNode};
+use crate::rpc::server::RpcHandlers;
 use crate::server::ca::{CaManager, CSR_MAX_PER_SECOND};
 use crate::server::leader::LeaderDuties;
+use crate::server::membership::{ClusterMember, MemberStatus};
 use crate::server::SessionTimers;
 use crate::state::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// Everything an agent needs to start.
 #[derive(Debug, Clone)]
@@ -62,8 +66,8 @@ impl Bootstrap {
 pub struct Running {
     /// The bound HTTP address.
     pub http_addr: SocketAddr,
-    /// The bound DNS address.
-    pub dns_addr: SocketAddr,
+    /// The bound DNS address (servers only, for now).
+    pub dns_addr: Option<SocketAddr>,
     /// The agent.
     pub agent: Arc<Agent>,
     /// The Raft node.
@@ -142,18 +146,33 @@ async fn wait_for_cluster(node: &RaftNode) {
     }
 }
 
-/// Binds, starts and serves. Errors name what failed.
+/// Binds, starts and serves: a server, or a client agent. Errors name what
+/// failed.
 pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
     let http = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
         .map_err(|e| format!("HTTP listener on {}: {e}", cfg.http_addr))?;
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
+    cfg.agent.ports.http = http_addr.port();
+    if cfg.agent.server {
+        launch_server(cfg, http, http_addr).await
+    } else {
+        launch_client(cfg, http, http_addr).await
+    }
+}
+
+/// A server: Raft on the RPC port, gossip, the leader loop, the whole API
+/// and DNS.
+async fn launch_server(
+    mut cfg: LaunchConfig,
+    http: TcpListener,
+    http_addr: SocketAddr,
+) -> Result<Running, String> {
     let (udp, tcp) = bind_dns(cfg.dns_addr).await?;
     let dns_addr = udp.local_addr().map_err(|e| e.to_string())?;
-    let rpc = tokio::net::TcpListener::bind(cfg.rpc_addr)
+    let rpc = TcpListener::bind(cfg.rpc_addr)
         .await
         .map_err(|e| format!("server RPC listener on {}: {e}", cfg.rpc_addr))?;
-    cfg.agent.ports.http = http_addr.port();
     cfg.agent.ports.dns = dns_addr.port();
     cfg.agent.ports.server = rpc.local_addr().map_err(|e| e.to_string())?.port();
 
@@ -173,43 +192,38 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
     )
     .await
     .map_err(|e| format!("starting Raft: {e}"))?;
-    let mut tasks = vec![tokio::spawn(crate::rpc::server::serve(rpc, node.clone()))];
-    let sessions = Arc::new(SessionTimers::new(node.clone()));
+    let server_port = cfg.agent.ports.server;
+    let lan = start_lan(&mut cfg, Some(server_port)).await?;
+    let state = api_state(&cfg, node.clone(), lan.clone());
+    let sessions = state.sessions.clone();
     let weak = Arc::downgrade(&sessions);
     node.on_session_renew(Box::new(move |id, ttl| {
         if let Some(s) = weak.upgrade() {
             s.reset_here(id, ttl);
         }
     }));
-    let ca = Arc::new(CaManager::new(node.clone(), CSR_MAX_PER_SECOND));
-    let lan = Lan::start(
-        cfg.lan.clone(),
-        Identity {
-            node_name: cfg.agent.node_name.clone(),
-            node_id: cfg.agent.node_id.clone(),
-            datacenter: cfg.agent.datacenter.clone(),
-            server_port: Some(cfg.agent.ports.server),
-            expect: cfg.bootstrap.expect(),
-            data_dir: cfg.agent.data_dir.clone(),
-        },
-    )
-    .await?;
-    cfg.agent.ports.serf_lan = lan.port();
-    let members = lan.members();
-    tasks.push(tokio::spawn(
-        LeaderDuties {
-            node: node.clone(),
-            ca: ca.clone(),
-            sessions: sessions.clone(),
-            members,
-            datacenter: cfg.agent.datacenter.clone(),
-            bootstrap_expect: cfg.bootstrap.expect(),
-            node_id: cfg.agent.node_id.clone(),
-        }
-        .run(),
-    ));
-    let leaves = LeafCache::start(ca.clone(), store.clone(), cfg.agent.datacenter.clone());
-    let agent = Agent::new(cfg.agent.clone(), node.clone());
+    let ca = state.ca.clone();
+    let agent = state.agent.clone();
+    let app = router(state);
+    let handlers = RpcHandlers {
+        node: node.clone(),
+        http: app.clone(),
+    };
+    let mut tasks = vec![
+        tokio::spawn(crate::rpc::server::serve(rpc, handlers)),
+        tokio::spawn(
+            LeaderDuties {
+                node: node.clone(),
+                ca: ca.clone(),
+                sessions,
+                members: lan.members(),
+                datacenter: cfg.agent.datacenter.clone(),
+                bootstrap_expect: cfg.bootstrap.expect(),
+                node_id: cfg.agent.node_id.clone(),
+            }
+            .run(),
+        ),
+    ];
     if cfg.bootstrap == Bootstrap::Alone {
         node.wait_for_leader(Duration::from_secs(30))
             .await
@@ -221,17 +235,158 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
     } else {
         // Serve at once, as Consul does, and join the catalog once the
         // cluster has a leader.
-        let agent = agent.clone();
-        let node_for_agent = node.clone();
+        let (agent, node) = (agent.clone(), node.clone());
         tasks.push(tokio::spawn(async move {
-            wait_for_cluster(&node_for_agent).await;
-            if let Err(e) = agent.begin().await {
-                tracing::error!(error = %e, "starting the agent failed");
-                agent.leave();
-            }
+            wait_for_cluster(&node).await;
+            begin_or_leave(&agent).await;
         }));
     }
 
+    let dns = Arc::new(DnsServer::new(
+        dns_config(&cfg)?,
+        Arc::new(StoreCatalog::new(store, cfg.agent.datacenter.clone())),
+    ));
+    tasks.push(tokio::spawn(ca.run()));
+    tasks.push(tokio::spawn(crate::server::tombstone_gc::run(node.clone())));
+    tasks.push(serve_http(http, app));
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = dns.serve(udp, tcp).await {
+            tracing::error!(error = %e, "DNS server stopped");
+        }
+    }));
+    Ok(Running {
+        http_addr,
+        dns_addr: Some(dns_addr),
+        agent,
+        node,
+        lan,
+        tasks,
+    })
+}
+
+/// A client agent: no Raft state and no RPC listener. Its own services and
+/// checks live here; writes and every API request it cannot answer itself
+/// go to the servers gossip finds.
+async fn launch_client(
+    mut cfg: LaunchConfig,
+    http: TcpListener,
+    http_addr: SocketAddr,
+) -> Result<Running, String> {
+    // The node is an empty, never-bootstrapped Raft handle: what the agent
+    // writes through, forwarding every write to a server.
+    let store = Arc::new(Store::default());
+    let node = RaftNode::start(
+        RaftConfig {
+            server: crate::raft::ServerNode::default(),
+            data_dir: None,
+            snapshot_threshold: cfg.snapshot_threshold,
+            bootstrap_alone: false,
+        },
+        store,
+    )
+    .await
+    .map_err(|e| format!("starting the agent: {e}"))?;
+    let lan = start_lan(&mut cfg, None).await?;
+    node.use_servers(server_addresses(&lan));
+    let state = api_state(&cfg, node.clone(), lan.clone());
+    let agent = state.agent.clone();
+    let app = client_router(state);
+    let begin = {
+        let agent = agent.clone();
+        tokio::spawn(async move { begin_or_leave(&agent).await })
+    };
+    Ok(Running {
+        http_addr,
+        dns_addr: None,
+        agent,
+        node,
+        lan,
+        tasks: vec![begin, serve_http(http, app)],
+    })
+}
+
+/// Joins the LAN pool, advertising `server_port` when a server, and notes
+/// the bound gossip port.
+async fn start_lan(cfg: &mut LaunchConfig, server_port: Option<u16>) -> Result<Lan, String> {
+    let lan = Lan::start(
+        cfg.lan.clone(),
+        Identity {
+            node_name: cfg.agent.node_name.clone(),
+            node_id: cfg.agent.node_id.clone(),
+            datacenter: cfg.agent.datacenter.clone(),
+            server_port,
+            expect: cfg.bootstrap.expect(),
+            data_dir: cfg.agent.data_dir.clone(),
+        },
+    )
+    .await?;
+    cfg.agent.ports.serf_lan = lan.port();
+    Ok(lan)
+}
+
+/// The RPC addresses of the alive servers of this datacenter, as gossip
+/// changes them.
+fn server_addresses(lan: &Lan) -> watch::Receiver<Vec<String>> {
+    let mut members = lan.members();
+    let servers = |m: &[ClusterMember]| -> Vec<String> {
+        m.iter()
+            .filter(|m| m.status == MemberStatus::Alive)
+            .filter_map(|m| m.server.as_ref().map(|s| s.rpc_addr.clone()))
+            .collect()
+    };
+    let (tx, rx) = watch::channel(servers(&members.borrow()));
+    tokio::spawn(async move {
+        while members.changed().await.is_ok() {
+            let now = servers(&members.borrow());
+            tx.send_if_modified(|old| {
+                let changed = *old != now;
+                *old = now.clone();
+                changed
+            });
+        }
+    });
+    rx
+}
+
+/// Puts the agent in the catalog; if that fails for good, the agent leaves.
+async fn begin_or_leave(agent: &Arc<Agent>) {
+    loop {
+        match agent.begin().await {
+            Ok(()) => return,
+            Err(e) if e.contains("No cluster leader") || e.contains("No known Consul servers") => {
+                tracing::info!(error = %e, "waiting for servers before joining the catalog");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "starting the agent failed");
+                agent.leave();
+                return;
+            }
+        }
+    }
+}
+
+/// The state every agent's API shares; `node` is the server's Raft node or
+/// a client's forwarding handle.
+fn api_state(cfg: &LaunchConfig, node: RaftNode, lan: Lan) -> ApiState {
+    let ca = Arc::new(CaManager::new(node.clone(), CSR_MAX_PER_SECOND));
+    let leaves = LeafCache::start(
+        ca.clone(),
+        node.store().clone(),
+        cfg.agent.datacenter.clone(),
+    );
+    let agent = Agent::new(cfg.agent.clone(), node.clone());
+    ApiState {
+        sessions: Arc::new(SessionTimers::new(node.clone())),
+        node,
+        proxies: crate::agent::proxycfg::ProxyConfigs::new(agent.clone(), leaves.clone()),
+        agent,
+        ca,
+        leaves,
+        lan,
+    }
+}
+
+fn dns_config(cfg: &LaunchConfig) -> Result<DnsConfig, String> {
     let mut dns_config = cfg.dns.clone();
     dns_config.domain = cfg.agent.domain.clone();
     dns_config.datacenter = cfg.agent.datacenter.clone();
@@ -242,36 +397,13 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
     dns_config
         .validate()
         .map_err(|e| format!("DNS config: {e}"))?;
-    let catalog = Arc::new(StoreCatalog::new(store, cfg.agent.datacenter.clone()));
-    let dns = Arc::new(DnsServer::new(dns_config, catalog));
+    Ok(dns_config)
+}
 
-    let app = router(ApiState {
-        node: node.clone(),
-        agent: agent.clone(),
-        sessions,
-        ca: ca.clone(),
-        proxies: crate::agent::proxycfg::ProxyConfigs::new(agent.clone(), leaves.clone()),
-        leaves,
-        lan: lan.clone(),
-    });
-    tasks.push(tokio::spawn(ca.run()));
-    tasks.push(tokio::spawn(crate::server::tombstone_gc::run(node.clone())));
-    tasks.push(tokio::spawn(async move {
+fn serve_http(http: TcpListener, app: axum::Router) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
-    }));
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = dns.serve(udp, tcp).await {
-            tracing::error!(error = %e, "DNS server stopped");
-        }
-    }));
-    Ok(Running {
-        http_addr,
-        dns_addr,
-        agent,
-        node,
-        lan,
-        tasks,
     })
 }

@@ -3,7 +3,7 @@
 //! membership changes.
 
 use mesh_control::raft::{Command, RaftConfig, RaftNode, ServerNode};
-use mesh_control::rpc::server::serve;
+use mesh_control::rpc::server::{serve, RpcHandlers};
 use mesh_control::state::Store;
 use mesh_control::structs::{DirEntry, KvOp};
 use std::collections::BTreeMap;
@@ -36,7 +36,11 @@ impl Server {
         )
         .await
         .unwrap();
-        let rpc = tokio::spawn(serve(listener, node.clone()));
+        let handlers = RpcHandlers {
+            node: node.clone(),
+            http: axum::Router::new(),
+        };
+        let rpc = tokio::spawn(serve(listener, handlers));
         Server { node, server, rpc }
     }
 

@@ -142,8 +142,8 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
     if !args.dev && data_dir.is_none() {
         bail!("data_dir cannot be empty: use -data-dir (or -dev for an in-memory agent)");
     }
-    if !server {
-        bail!("client agents join servers, which is not supported yet: run with -server (or -dev)");
+    if !server && (expect.is_some() || args.bootstrap) {
+        bail!("-bootstrap and -bootstrap-expect are for servers: add -server");
     }
     if args.dev && expect.is_some_and(|n| n > 1) {
         bail!("-bootstrap-expect cannot be used with -dev: a dev agent is a one-server cluster");
@@ -305,7 +305,9 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         eprintln!("==> {e:#}");
         return ExitCode::from(crate::EX_USAGE);
     }
-    let mode = if config.agent.data_dir.is_none() {
+    let mode = if !config.agent.server {
+        "client"
+    } else if config.agent.data_dir.is_none() {
         "dev (in-memory)"
     } else {
         "server"
@@ -332,7 +334,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         "       Client Addr: [{}] (HTTP: {}, HTTPS: -1, gRPC: -1, DNS: {})",
         running.http_addr.ip(),
         running.http_addr.port(),
-        running.dns_addr.port()
+        running.dns_addr.map_or(-1, |a| i32::from(a.port()))
     );
     println!(
         "      Cluster Addr: {} (LAN: {}, WAN: -1)",

@@ -3,7 +3,7 @@
 //! under load without losing an acknowledged write, and catch a restarted
 //! server up.
 
-use crate::support::{eventually, Agent};
+use crate::support::{eventually, parked_queries, Agent};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -186,6 +186,72 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
             (200, format!("from-{i}").as_str())
         );
     }
+    // A client agent joins through gossip. It holds only its own services
+    // and checks; writes and reads go to the servers.
+    let client_dir = tempfile::tempdir().unwrap();
+    let mut client = Agent::start(&[
+        "-node=c1",
+        &format!("-data-dir={}", client_dir.path().display()),
+        &format!("-retry-join=127.0.0.1:{}", servers[1].serf_lan),
+        "-retry-interval=200ms",
+    ]);
+    eventually(FORM, "the client agent in the catalog", || async {
+        let node = servers[0].get("/v1/catalog/node/c1").await.json();
+        (node["Node"]["Node"] == "c1").then_some(())
+    })
+    .await;
+    client
+        .put_ok(
+            "/v1/agent/service/register",
+            r#"{"Name": "web", "ID": "web-c1", "Port": 8080}"#,
+        )
+        .await;
+    client.put_ok("/v1/kv/from-client", "hello").await;
+    let r = servers[2].get("/v1/kv/from-client?consistent&raw").await;
+    assert_eq!(r.text, "hello");
+    let r = client.get("/v1/kv/via/1?raw").await;
+    assert_eq!((r.status, r.text.as_str()), (200, "from-1"));
+    assert_eq!(r.headers["X-Consul-KnownLeader"], "true");
+    let web = client.get("/v1/health/service/web?passing").await.json();
+    assert_eq!(web[0]["Node"]["Node"], "c1", "{web}");
+    let members = client.cli_ok(&["members"]);
+    assert!(
+        members
+            .lines()
+            .any(|l| l.starts_with("c1") && l.contains("alive") && l.contains("client")),
+        "{members}"
+    );
+    // A blocking query through the client wakes on a write elsewhere.
+    let index = client.get("/v1/kv/from-client").await.index;
+    let watched = format!("/v1/kv/from-client?index={index}&wait=30s&raw");
+    let watch = client.get(&watched);
+    let write = async {
+        eventually(FORM, "the forwarded query parked on a server", || async {
+            for s in &servers {
+                if parked_queries(s).await >= 1.0 {
+                    return Some(());
+                }
+            }
+            None
+        })
+        .await;
+        servers[0].put_ok("/v1/kv/from-client", "changed").await;
+    };
+    let (woken, _) = tokio::join!(watch, write);
+    assert_eq!(woken.text, "changed");
+    assert!(woken.index > index);
+    // Killed, the client's node fails: its service leaves ?passing.
+    client.kill9();
+    eventually(FORM, "the killed client's service critical", || async {
+        let web = servers[0]
+            .get("/v1/health/service/web?passing")
+            .await
+            .json();
+        let critical = serf_health(&servers[0], "c1").await.as_deref() == Some("critical");
+        (web.as_array()?.is_empty() && critical).then_some(())
+    })
+    .await;
+
     // A stale read on a follower says how fresh it is.
     let li = index_of_leader(&servers, &leader).await;
     let follower = &servers[(li + 1) % 3];

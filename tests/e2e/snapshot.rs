@@ -2,7 +2,7 @@
 //! comes back, parked queries wake, indexes only go forward, a restore
 //! survives a restart, and a damaged archive is refused and changes nothing.
 
-use crate::support::{eventually, Agent};
+use crate::support::{eventually, parked_queries, Agent};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -70,19 +70,6 @@ fn park(a: &Agent, path: &str, index: u64) -> tokio::task::JoinHandle<(u16, u64,
             .unwrap_or(0);
         (status, index, r.text().await.unwrap_or_default())
     })
-}
-
-/// How many blocking queries the agent has parked.
-async fn parked(a: &Agent) -> f64 {
-    let r = a.get("/v1/agent/metrics?format=prometheus").await;
-    r.text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("mesh_blocking_queries_parked ")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]
@@ -161,7 +148,7 @@ async fn restore_brings_the_saved_state_back_wakes_watchers_and_survives_a_resta
     let on_key = park(&a, "/v1/kv/app/keep", keep["ModifyIndex"].as_u64().unwrap());
     let on_service = park(&a, "/v1/catalog/service/db", db.index);
     eventually(Duration::from_secs(10), "both queries parked", || async {
-        (parked(&a).await >= 2.0).then_some(())
+        (parked_queries(&a).await >= 2.0).then_some(())
     })
     .await;
     assert!(!on_key.is_finished() && !on_service.is_finished());

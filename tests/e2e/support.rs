@@ -106,7 +106,12 @@ impl Agent {
             .expect("no Cluster Addr line after Client Addr");
         let serf_lan = port_after(&cluster, "LAN: ");
         let http_port = port_after(&line, "HTTP: ");
-        let dns_port = port_after(&line, "DNS: ");
+        // A client agent serves no DNS yet ("DNS: -1").
+        let dns_port = if line.contains("DNS: -1") {
+            0
+        } else {
+            port_after(&line, "DNS: ")
+        };
         let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
         Agent {
             child,
@@ -420,4 +425,17 @@ pub async fn instance_of(a: &Agent, mut reg: Value) -> (MeshProcess, String) {
     let public = format!("127.0.0.1:{port}");
     assert_eq!(p.wait_line("Public listener:", PROXY_WAIT), public);
     (p, public)
+}
+
+/// How many blocking queries the agent has parked.
+pub async fn parked_queries(a: &Agent) -> f64 {
+    let r = a.get("/v1/agent/metrics?format=prometheus").await;
+    r.text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("mesh_blocking_queries_parked ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
 }

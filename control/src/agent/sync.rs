@@ -181,29 +181,16 @@ impl Agent {
     /// Compares the catalog's record of this node with local state, marks
     /// every difference for syncing, and syncs.
     pub async fn sync_full(&self) -> Result<(), String> {
-        let (node_ok, catalog_services, catalog_checks) = {
-            let data = self.node.store().read();
-            let node = data.nodes.get(&self.config.node_name);
-            let want = self.register_request();
-            let node_ok = node.is_some_and(|n| {
-                n.address == want.address && n.meta == want.node_meta && n.id == want.id
-            }) && (!self.config.server
-                || data
-                    .services
-                    .get(&self.config.node_name)
-                    .is_some_and(|s| s.contains_key(CONSUL_SERVICE)));
-            (
-                node_ok,
-                data.services
-                    .get(&self.config.node_name)
-                    .cloned()
-                    .unwrap_or_default(),
-                data.checks
-                    .get(&self.config.node_name)
-                    .cloned()
-                    .unwrap_or_default(),
-            )
-        };
+        let record = self
+            .node
+            .node_record(&self.config.node_name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let want = self.register_request();
+        let node_ok = record.node.as_ref().is_some_and(|n| {
+            n.address == want.address && n.meta == want.node_meta && n.id == want.id
+        }) && (!self.config.server || record.services.contains_key(CONSUL_SERVICE));
+        let (catalog_services, catalog_checks) = (record.services, record.checks);
         if !node_ok {
             self.register_node().await?;
         }

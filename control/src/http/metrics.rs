@@ -45,8 +45,12 @@ pub(super) async fn track(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Sets the gauges that describe the store and Raft.
+/// Sets the gauges that describe the store and Raft (on servers: a client
+/// agent holds neither, and leaves them unset as Consul's do).
 fn refresh(api: &ApiState) {
+    if !api.agent.config().server {
+        return;
+    }
     let m = global();
     {
         let d = api.node.store().read();

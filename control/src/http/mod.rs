@@ -11,6 +11,7 @@ mod config;
 mod connect_ca;
 mod discovery_chain;
 mod error;
+mod forward;
 mod health;
 mod intentions;
 mod internal;
@@ -28,6 +29,7 @@ mod txn;
 
 pub use blocking::QueryMeta;
 pub use error::ApiError;
+pub use forward::client_router;
 pub use query::{Consistency, Params, QueryOptions};
 
 use crate::agent::Agent;

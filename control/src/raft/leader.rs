@@ -16,10 +16,17 @@ impl RaftNode {
     /// retrying while no leader answers, for up to [`HOLD_TIMEOUT`].
     pub(super) async fn on_leader(&self, req: Request) -> Result<Response, RaftError> {
         let deadline = Instant::now() + HOLD_TIMEOUT;
+        // Where the last "not the leader" answer pointed: how a client
+        // agent, which has no Raft view of its own, finds the leader.
+        let mut hint: Option<String> = None;
         loop {
+            let target = self
+                .leader()
+                .or_else(|| hint.take())
+                .or_else(|| self.any_server());
             let resp = if self.is_leader() {
                 self.handle_as_leader(clone_request(&req)).await
-            } else if let Some(addr) = self.leader() {
+            } else if let Some(addr) = target {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match self.pool.call(&addr, &req, left.max(RETRY_BACKOFF)).await {
                     Ok(resp) => resp,
@@ -30,13 +37,51 @@ impl RaftNode {
                 Response::NotLeader { leader: None }
             };
             match resp {
-                Response::NotLeader { .. } if Instant::now() < deadline => {
-                    tokio::time::sleep(RETRY_BACKOFF).await;
+                Response::NotLeader { leader } if Instant::now() < deadline => {
+                    hint = leader;
+                    if hint.is_none() {
+                        tokio::time::sleep(RETRY_BACKOFF).await;
+                    }
                 }
                 Response::NotLeader { .. } => return Err(RaftError::NoLeader),
                 Response::Failed(e) => return Err(RaftError::Internal(e)),
                 other => return Ok(other),
             }
+        }
+    }
+
+    /// Sends `req` to any server that answers, trying each known server in
+    /// turn (a client agent's forwarded API requests and catalog reads).
+    pub(super) async fn on_any_server(
+        &self,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Response, RaftError> {
+        let deadline = Instant::now() + HOLD_TIMEOUT;
+        loop {
+            let mut servers = self.servers();
+            if servers.is_empty() {
+                if Instant::now() >= deadline {
+                    return Err(RaftError::NoServers);
+                }
+                tokio::time::sleep(RETRY_BACKOFF).await;
+                continue;
+            }
+            let start = rand::random::<usize>() % servers.len();
+            servers.rotate_left(start);
+            let mut last = String::new();
+            for addr in &servers {
+                match self.pool.call(addr, req, timeout).await {
+                    Ok(Response::Failed(e)) => return Err(RaftError::Internal(e)),
+                    Ok(resp) => return Ok(resp),
+                    Err(e @ RpcError::Connect { .. }) => last = e.to_string(),
+                    Err(e) => return Err(RaftError::Internal(e.to_string())),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(RaftError::Internal(format!("no server answered: {last}")));
+            }
+            tokio::time::sleep(RETRY_BACKOFF).await;
         }
     }
 

@@ -16,7 +16,7 @@ pub mod state_machine;
 pub use command::{Command, CommandResult};
 
 use crate::rpc::pool::RpcPool;
-use crate::rpc::{Request, Response};
+use crate::rpc::{HttpExchange, NodeRecord, Request, Response};
 use crate::state::Store;
 use leader::unexpected;
 use openraft::Raft;
@@ -26,6 +26,7 @@ use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 
 openraft::declare_raft_types!(
     /// The types this Raft cluster is made of.
@@ -76,6 +77,9 @@ pub enum RaftError {
     /// This node is not the leader and no leader is known.
     #[error("No cluster leader")]
     NoLeader,
+    /// A client agent knows no server to send the request to.
+    #[error("No known Consul servers")]
+    NoServers,
     /// The log or state machine failed.
     #[error("raft: {0}")]
     Internal(String),
@@ -127,6 +131,7 @@ pub struct RaftNode {
     leader_contact: Arc<Mutex<Instant>>,
     renew_session: Arc<OnceLock<RenewSession>>,
     contacts: network::Contacts,
+    servers: Arc<OnceLock<watch::Receiver<Vec<String>>>>,
 }
 
 /// How far one server has replicated, as its leader sees it (for
@@ -196,6 +201,7 @@ impl RaftNode {
             leader_contact: Arc::new(Mutex::new(Instant::now())),
             renew_session: Arc::default(),
             contacts,
+            servers: Arc::default(),
         };
         if config.bootstrap_alone && !node.is_initialized().await {
             node.bootstrap(BTreeMap::from([(node_id, config.server)]))
@@ -294,6 +300,57 @@ impl RaftNode {
     pub async fn progress(&self) -> Result<Vec<ServerProgress>, RaftError> {
         match self.on_leader(Request::Progress).await? {
             Response::Progress(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Gives a client agent's node the servers' RPC addresses to send its
+    /// writes and forwarded requests to (from gossip); set once.
+    pub fn use_servers(&self, servers: watch::Receiver<Vec<String>>) {
+        let _ = self.servers.set(servers);
+    }
+
+    fn servers(&self) -> Vec<String> {
+        self.servers
+            .get()
+            .map(|s| s.borrow().clone())
+            .unwrap_or_default()
+    }
+
+    fn any_server(&self) -> Option<String> {
+        let servers = self.servers();
+        (!servers.is_empty()).then(|| servers[rand::random::<usize>() % servers.len()].clone())
+    }
+
+    /// What the catalog holds for `node`: from this server's store, or, on a
+    /// client agent, from a server.
+    pub async fn node_record(&self, node: &str) -> Result<NodeRecord, RaftError> {
+        if self.servers.get().is_none() {
+            let data = self.store.read();
+            return Ok(NodeRecord {
+                node: data.nodes.get(node).cloned(),
+                services: data.services.get(node).cloned().unwrap_or_default(),
+                checks: data.checks.get(node).cloned().unwrap_or_default(),
+            });
+        }
+        let req = Request::NodeRecord {
+            node: node.to_string(),
+        };
+        match self.on_any_server(&req, HOLD_TIMEOUT).await? {
+            Response::NodeRecord(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends an HTTP API request to a server, which answers it with its own
+    /// API (a client agent's forwarding). `timeout` covers blocking queries.
+    pub async fn forward_http(
+        &self,
+        req: HttpExchange,
+        timeout: Duration,
+    ) -> Result<HttpExchange, RaftError> {
+        match self.on_any_server(&Request::Http(req), timeout).await? {
+            Response::Http(r) => Ok(r),
             other => Err(unexpected(other)),
         }
     }

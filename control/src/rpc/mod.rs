@@ -4,19 +4,23 @@
 //! One protocol, small on purpose: a connection starts with
 //! [`wire::PROTOCOL_MARKER`], then carries one [`Request`] and one
 //! [`Response`] at a time. Callers keep idle connections in a [`pool::RpcPool`]
-//! so a steady stream of forwarded writes reuses sockets.
+//! so a steady stream of forwarded writes reuses sockets. Client agents,
+//! which hold no state, send their writes here and forward the HTTP API
+//! requests they cannot answer locally ([`Request::Http`]).
 
 pub mod pool;
 pub mod server;
 pub mod wire;
 
 use crate::raft::{Command, CommandResult, ServerNode, TypeConfig};
+use crate::structs::{HealthCheck, Node, NodeService};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// What one server asks of another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -56,6 +60,55 @@ pub enum Request {
     Progress,
     /// Whether this server has joined a Raft cluster (for `-bootstrap-expect`).
     Info,
+    /// An HTTP API request a client agent forwards, answered by this
+    /// server's own API as if it had been sent there.
+    Http(HttpExchange),
+    /// What the catalog holds for one node (a client agent's anti-entropy).
+    NodeRecord {
+        /// The node name.
+        node: String,
+    },
+}
+
+/// An HTTP request or response carried over RPC.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HttpExchange {
+    /// The method (requests) or status code (responses), as text.
+    pub head: String,
+    /// The path and query (requests only).
+    pub uri: String,
+    /// Header names and values.
+    pub headers: Vec<(String, String)>,
+    /// The body, base64 on the wire.
+    #[serde(with = "base64_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// What the catalog holds for one node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node, if registered.
+    pub node: Option<Node>,
+    /// Its services by ID.
+    pub services: BTreeMap<String, NodeService>,
+    /// Its checks by ID.
+    pub checks: BTreeMap<String, HealthCheck>,
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// The answer to a [`Request`].
@@ -96,4 +149,8 @@ pub enum Response {
     },
     /// The request failed; the reason.
     Failed(String),
+    /// Answers [`Request::Http`].
+    Http(HttpExchange),
+    /// Answers [`Request::NodeRecord`].
+    NodeRecord(NodeRecord),
 }
