@@ -79,3 +79,30 @@ impl Catalog for StoreCatalog {
         })
     }
 }
+
+/// A client agent's DNS: every query is answered by a server's DNS over RPC
+/// (SERVFAIL when no server answers).
+pub struct ForwardedDns {
+    node: crate::raft::RaftNode,
+}
+
+impl ForwardedDns {
+    /// Forwards through `node`, a client agent's link to the servers.
+    pub fn new(node: crate::raft::RaftNode) -> Self {
+        ForwardedDns { node }
+    }
+}
+
+impl mesh_dns::transport::Answer for ForwardedDns {
+    fn answer(&self, query: Vec<u8>, max_size: usize) -> mesh_dns::transport::AnswerFuture<'_> {
+        Box::pin(async move {
+            match self.node.forward_dns(query.clone(), max_size).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    tracing::debug!(error = %e, "forwarding a DNS query failed");
+                    mesh_dns::server_failure(&query)
+                }
+            }
+        })
+    }
+}

@@ -4,7 +4,7 @@
 
 use crate::agent::leaf::LeafCache;
 use crate::agent::{Agent, AgentConfig};
-use crate::dns::{DnsConfig, DnsServer, StoreCatalog};
+use crate::dns::{DnsConfig, DnsServer, ForwardedDns, StoreCatalog};
 use crate::http::{client_router, router, ApiState};
 use crate::lan::{Identity, Lan, LanConfig};
 use crate::raft::{RaftConfig, RaftNode};
@@ -14,6 +14,7 @@ use crate::server::leader::LeaderDuties;
 use crate::server::membership::{ClusterMember, MemberStatus};
 use crate::server::SessionTimers;
 use crate::state::Store;
+use mesh_dns::transport::TcpLimits;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,8 +67,8 @@ impl Bootstrap {
 pub struct Running {
     /// The bound HTTP address.
     pub http_addr: SocketAddr,
-    /// The bound DNS address (servers only, for now).
-    pub dns_addr: Option<SocketAddr>,
+    /// The bound DNS address.
+    pub dns_addr: SocketAddr,
     /// The agent.
     pub agent: Arc<Agent>,
     /// The Raft node.
@@ -205,9 +206,14 @@ async fn launch_server(
     let ca = state.ca.clone();
     let agent = state.agent.clone();
     let app = router(state);
+    let dns = Arc::new(DnsServer::new(
+        dns_config(&cfg)?,
+        Arc::new(StoreCatalog::new(store, cfg.agent.datacenter.clone())),
+    ));
     let handlers = RpcHandlers {
         node: node.clone(),
         http: app.clone(),
+        dns: dns.clone(),
     };
     let mut tasks = vec![
         tokio::spawn(crate::rpc::server::serve(rpc, handlers)),
@@ -242,10 +248,6 @@ async fn launch_server(
         }));
     }
 
-    let dns = Arc::new(DnsServer::new(
-        dns_config(&cfg)?,
-        Arc::new(StoreCatalog::new(store, cfg.agent.datacenter.clone())),
-    ));
     tasks.push(tokio::spawn(ca.run()));
     tasks.push(tokio::spawn(crate::server::tombstone_gc::run(node.clone())));
     tasks.push(serve_http(http, app));
@@ -256,7 +258,7 @@ async fn launch_server(
     }));
     Ok(Running {
         http_addr,
-        dns_addr: Some(dns_addr),
+        dns_addr,
         agent,
         node,
         lan,
@@ -272,6 +274,9 @@ async fn launch_client(
     http: TcpListener,
     http_addr: SocketAddr,
 ) -> Result<Running, String> {
+    let (udp, tcp) = bind_dns(cfg.dns_addr).await?;
+    let dns_addr = udp.local_addr().map_err(|e| e.to_string())?;
+    cfg.agent.ports.dns = dns_addr.port();
     // The node is an empty, never-bootstrapped Raft handle: what the agent
     // writes through, forwarding every write to a server.
     let store = Arc::new(Store::default());
@@ -291,17 +296,24 @@ async fn launch_client(
     let state = api_state(&cfg, node.clone(), lan.clone());
     let agent = state.agent.clone();
     let app = client_router(state);
+    let limits = TcpLimits::from(&dns_config(&cfg)?);
+    let forwarded = Arc::new(ForwardedDns::new(node.clone()));
     let begin = {
         let agent = agent.clone();
         tokio::spawn(async move { begin_or_leave(&agent).await })
     };
+    let dns = tokio::spawn(async move {
+        if let Err(e) = mesh_dns::transport::serve(forwarded, limits, udp, tcp).await {
+            tracing::error!(error = %e, "DNS server stopped");
+        }
+    });
     Ok(Running {
         http_addr,
-        dns_addr: None,
+        dns_addr,
         agent,
         node,
         lan,
-        tasks: vec![begin, serve_http(http, app)],
+        tasks: vec![begin, dns, serve_http(http, app)],
     })
 }
 

@@ -334,7 +334,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         "       Client Addr: [{}] (HTTP: {}, HTTPS: -1, gRPC: -1, DNS: {})",
         running.http_addr.ip(),
         running.http_addr.port(),
-        running.dns_addr.map_or(-1, |a| i32::from(a.port()))
+        running.dns_addr.port()
     );
     println!(
         "      Cluster Addr: {} (LAN: {}, WAN: -1)",

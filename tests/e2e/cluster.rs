@@ -4,6 +4,7 @@
 //! server up.
 
 use crate::support::{eventually, parked_queries, Agent};
+use hickory_proto::rr::{RData, RecordType};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -214,6 +215,17 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
     assert_eq!(r.headers["X-Consul-KnownLeader"], "true");
     let web = client.get("/v1/health/service/web?passing").await.json();
     assert_eq!(web[0]["Node"]["Node"], "c1", "{web}");
+    // DNS on the client answers from the servers' catalog.
+    let srv = crate::dns::query(client.dns, "web.service.consul.", RecordType::SRV).await;
+    let ports: Vec<u16> = srv
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::SRV(s) => Some(s.port()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ports, [8080], "{srv:?}");
     let members = client.cli_ok(&["members"]);
     assert!(
         members

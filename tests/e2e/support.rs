@@ -106,12 +106,7 @@ impl Agent {
             .expect("no Cluster Addr line after Client Addr");
         let serf_lan = port_after(&cluster, "LAN: ");
         let http_port = port_after(&line, "HTTP: ");
-        // A client agent serves no DNS yet ("DNS: -1").
-        let dns_port = if line.contains("DNS: -1") {
-            0
-        } else {
-            port_after(&line, "DNS: ")
-        };
+        let dns_port = port_after(&line, "DNS: ");
         let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
         Agent {
             child,

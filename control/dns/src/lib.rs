@@ -35,6 +35,7 @@ mod names;
 mod records;
 mod resolve;
 mod server;
+pub mod transport;
 mod truncate;
 
 #[cfg(test)]
@@ -43,7 +44,7 @@ mod tests;
 use std::collections::BTreeMap;
 
 pub use config::{DnsConfig, SoaConfig};
-pub use server::DnsServer;
+pub use server::{server_failure, DnsServer};
 
 /// What DNS needs to know about the catalog; implemented by the control plane.
 ///

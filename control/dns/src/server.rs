@@ -1,46 +1,29 @@
-//! The DNS server: one query answered as a pure function, and the UDP and
-//! TCP loops around it.
+//! The DNS server: one query answered as a pure function from the catalog
+//! (the UDP and TCP loops around it are in [`crate::transport`]).
 
 use std::io;
-use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Duration;
 
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::RecordType;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::task::JoinSet;
-use tokio::time::timeout;
+use tokio::net::{TcpListener, UdpSocket};
 
 use crate::config::DnsConfig;
 use crate::names::{self, Zone};
 use crate::resolve::Resolver;
+use crate::transport::{Answer, AnswerFuture, TcpLimits, CLASSIC_UDP_SIZE, MAX_TCP_SIZE};
 use crate::truncate::{self, Limits};
 use crate::Catalog;
-
-/// Size of a DNS message on UDP without EDNS0 (RFC 1035).
-const CLASSIC_UDP_SIZE: usize = 512;
 
 /// Largest UDP response sent whatever the client advertises: 64 KiB less
 /// the IP and UDP headers (Consul's `maxUDPDatagramSize`).
 const MAX_UDP_SIZE: usize = 65535 - 68;
 
-/// Largest message TCP framing can carry.
-const MAX_TCP_SIZE: usize = 65535;
-
 /// Consul never returns more than this many answers to a UDP client without
 /// EDNS0, whatever `udp_answer_limit` says (`maxUDPAnswerLimit`).
 const MAX_UDP_ANSWER_LIMIT: usize = 8;
-
-/// Consecutive UDP receive errors after which `serve` gives up.
-const MAX_UDP_ERRORS: u32 = 100;
-
-/// Pause after a failed TCP accept (out of file descriptors, say), so the
-/// loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The agent's DNS interface: answers questions about the catalog.
 pub struct DnsServer {
@@ -206,110 +189,28 @@ impl DnsServer {
     }
 
     /// Serves on an already-bound UDP socket and TCP listener until the
-    /// future is dropped (which also closes every open TCP connection).
-    ///
-    /// UDP queries are answered inline, in arrival order; each TCP connection
-    /// gets a task of its own, answering its queries (2-byte length framing)
-    /// one after another until the client closes it or stays idle for
-    /// `tcp_idle_timeout`.
+    /// future is dropped; see [`crate::transport::serve`].
     pub async fn serve(self: Arc<Self>, udp: UdpSocket, tcp: TcpListener) -> io::Result<()> {
-        tokio::try_join!(self.clone().serve_udp(udp), self.serve_tcp(tcp))?;
-        Ok(())
+        let limits = TcpLimits::from(&self.config);
+        crate::transport::serve(self, limits, udp, tcp).await
     }
+}
 
-    async fn serve_udp(self: Arc<Self>, socket: UdpSocket) -> io::Result<()> {
-        let mut buf = vec![0u8; MAX_TCP_SIZE];
-        let mut errors = 0;
-        loop {
-            let (len, peer) = match socket.recv_from(&mut buf).await {
-                Ok(received) => {
-                    errors = 0;
-                    received
-                }
-                // ICMP errors from earlier sends surface here on some
-                // systems; they concern one client, not the socket.
-                Err(err) => {
-                    errors += 1;
-                    if errors >= MAX_UDP_ERRORS {
-                        return Err(err);
-                    }
-                    tracing::debug!(%err, "DNS UDP receive failed");
-                    continue;
-                }
-            };
-            let Some(response) = self.answer(&buf[..len], CLASSIC_UDP_SIZE) else {
-                continue;
-            };
-            if let Err(err) = socket.send_to(&response, peer).await {
-                tracing::debug!(%err, %peer, "DNS UDP send failed");
-            }
-        }
+impl Answer for DnsServer {
+    fn answer(&self, query: Vec<u8>, max_size: usize) -> AnswerFuture<'_> {
+        Box::pin(std::future::ready(DnsServer::answer(
+            self, &query, max_size,
+        )))
     }
+}
 
-    async fn serve_tcp(self: Arc<Self>, listener: TcpListener) -> io::Result<()> {
-        // Connections live in this set, so dropping the future ends them.
-        let mut connections = JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        if connections.len() >= self.config.tcp_max_connections {
-                            tracing::debug!(%peer, "too many DNS TCP connections; closing");
-                            continue;
-                        }
-                        connections.spawn(self.clone().serve_connection(stream, peer));
-                    }
-                    Err(err) => {
-                        tracing::warn!(%err, "DNS TCP accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    }
-                },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            }
-        }
-    }
-
-    async fn serve_connection(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
-        let _ = stream.set_nodelay(true);
-        let idle = self.config.tcp_idle_timeout;
-        let io_timeout = self.config.tcp_io_timeout;
-        let mut query = Vec::new();
-        let mut out = Vec::new();
-        loop {
-            let mut len = [0u8; 2];
-            match timeout(idle, stream.read_exact(&mut len)).await {
-                Ok(Ok(_)) => {}
-                // Closed, failed or idle: the connection is done.
-                _ => return,
-            }
-            let len = usize::from(u16::from_be_bytes(len));
-            if len == 0 {
-                return;
-            }
-            query.resize(len, 0);
-            match timeout(io_timeout, stream.read_exact(&mut query)).await {
-                Ok(Ok(_)) => {}
-                _ => {
-                    tracing::debug!(%peer, "DNS TCP query not read in time");
-                    return;
-                }
-            }
-            let Some(response) = self.answer(&query, MAX_TCP_SIZE) else {
-                continue;
-            };
-            let Ok(response_len) = u16::try_from(response.len()) else {
-                return;
-            };
-            // One write, so the length and the message leave in one segment.
-            out.clear();
-            out.extend_from_slice(&response_len.to_be_bytes());
-            out.extend_from_slice(&response);
-            match timeout(io_timeout, stream.write_all(&out)).await {
-                Ok(Ok(())) => {}
-                _ => return,
-            }
-        }
-    }
+/// SERVFAIL for `query`, for an answerer that could not get an answer (a
+/// client agent that reached no server); `None` if its header is unreadable
+/// or it is itself a response.
+pub fn server_failure(query: &[u8]) -> Option<Vec<u8>> {
+    let header = Header::read(&mut BinDecoder::new(query)).ok()?;
+    (header.message_type() == MessageType::Query)
+        .then(|| error_reply(&header, ResponseCode::ServFail))
 }
 
 /// A header-only reply: FORMERR, NOTIMP or SERVFAIL.

@@ -355,6 +355,22 @@ impl RaftNode {
         }
     }
 
+    /// Answers a DNS query through a server's DNS (a client agent's
+    /// forwarding); `None` when the query gets no reply.
+    pub async fn forward_dns(
+        &self,
+        query: Vec<u8>,
+        max_size: usize,
+    ) -> Result<Option<Vec<u8>>, RaftError> {
+        match self
+            .on_any_server(&Request::Dns { query, max_size }, HOLD_TIMEOUT)
+            .await?
+        {
+            Response::Dns(reply) => Ok((!reply.is_empty()).then_some(reply)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Sets what a session renewal forwarded to this leader does (once).
     pub fn on_session_renew(&self, renew: RenewSession) {
         let _ = self.renew_session.set(renew);

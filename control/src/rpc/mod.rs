@@ -68,6 +68,14 @@ pub enum Request {
         /// The node name.
         node: String,
     },
+    /// A DNS query a client agent forwards, answered by this server's DNS.
+    Dns {
+        /// The query message.
+        #[serde(with = "base64_bytes")]
+        query: Vec<u8>,
+        /// The largest reply the client's transport carries.
+        max_size: usize,
+    },
 }
 
 /// An HTTP request or response carried over RPC.
@@ -153,4 +161,7 @@ pub enum Response {
     Http(HttpExchange),
     /// Answers [`Request::NodeRecord`].
     NodeRecord(NodeRecord),
+    /// Answers [`Request::Dns`]: the reply message; empty when the query
+    /// gets no reply.
+    Dns(#[serde(with = "base64_bytes")] Vec<u8>),
 }

@@ -6,18 +6,22 @@ use super::{HttpExchange, NodeRecord, Request, Response};
 use crate::raft::RaftNode;
 use axum::body::Body;
 use axum::Router;
+use mesh_dns::DnsServer;
+use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 /// What the listener answers with: the Raft node, and this server's HTTP
-/// API for the requests client agents forward.
+/// API and DNS for the requests client agents forward.
 #[derive(Clone)]
 pub struct RpcHandlers {
     /// This server's Raft node.
     pub node: RaftNode,
     /// This server's HTTP API.
     pub http: Router,
+    /// This server's DNS.
+    pub dns: Arc<DnsServer>,
 }
 
 /// Accepts connections until the task is dropped.
@@ -73,6 +77,9 @@ async fn dispatch(handlers: &RpcHandlers, req: Request) -> Response {
             initialized: node.is_initialized().await,
         },
         Request::Http(req) => Response::Http(answer_http(handlers.http.clone(), req).await),
+        Request::Dns { query, max_size } => {
+            Response::Dns(handlers.dns.answer(&query, max_size).unwrap_or_default())
+        }
         Request::NodeRecord { node: name } => {
             let data = node.store().read();
             Response::NodeRecord(NodeRecord {
