@@ -2,6 +2,7 @@
 //! election, forwarding from followers, read-index, fail-over, and
 //! membership changes.
 
+use mesh_control::dns::{DnsConfig, DnsServer, StoreCatalog};
 use mesh_control::raft::{Command, RaftConfig, RaftNode, ServerNode};
 use mesh_control::rpc::server::{serve, RpcHandlers};
 use mesh_control::state::Store;
@@ -25,6 +26,7 @@ impl Server {
             name: name.into(),
             node_id: uuid::Uuid::new_v4().to_string(),
         };
+        let store = Arc::new(Store::default());
         let node = RaftNode::start(
             RaftConfig {
                 server: server.clone(),
@@ -32,13 +34,17 @@ impl Server {
                 snapshot_threshold: 1000,
                 bootstrap_alone: false,
             },
-            Arc::new(Store::default()),
+            store.clone(),
         )
         .await
         .unwrap();
         let handlers = RpcHandlers {
             node: node.clone(),
             http: axum::Router::new(),
+            dns: Arc::new(DnsServer::new(
+                DnsConfig::default(),
+                Arc::new(StoreCatalog::new(store, "dc1".into())),
+            )),
         };
         let rpc = tokio::spawn(serve(listener, handlers));
         Server { node, server, rpc }
