@@ -8,6 +8,8 @@ use mesh_gossip::{Gossip, GossipConfig, Member};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -65,6 +67,9 @@ pub struct Lan {
     gossip: Gossip,
     members: watch::Receiver<Vec<ClusterMember>>,
     data_dir: Option<PathBuf>,
+    /// Set by a graceful leave: the members are no longer remembered, so
+    /// the leave mark stays for the next start.
+    left: Arc<AtomicBool>,
 }
 
 impl Lan {
@@ -87,12 +92,9 @@ impl Lan {
         let gossip = Gossip::start(gossip_cfg)
             .await
             .map_err(|e| format!("LAN gossip on {}: {e}", cfg.bind))?;
-        if cfg.bind.port() == 0 {
-            // The advertised port must be the one bound.
-            tracing::debug!(addr = %gossip.local_addr(), "gossip bound");
-        }
         let (tx, members) = watch::channel(cluster_members(&gossip.members(), &me.datacenter));
-        tokio::spawn(feed(gossip.clone(), tx, me.clone()));
+        let left = Arc::new(AtomicBool::new(false));
+        tokio::spawn(feed(gossip.clone(), tx, me.clone(), left.clone()));
         if !cfg.join.is_empty() {
             let n = gossip
                 .join(&cfg.join)
@@ -114,6 +116,7 @@ impl Lan {
             gossip,
             members,
             data_dir: me.data_dir.clone(),
+            left,
         };
         lan.save_keyring();
         Ok(lan)
@@ -151,12 +154,15 @@ impl Lan {
     }
 
     /// Leaves the pool gracefully and remembers not to rejoin on restart.
-    pub async fn leave(&self, data_dir: Option<&Path>) {
+    pub async fn leave(&self) {
+        self.left.store(true, Ordering::SeqCst);
         if let Err(e) = self.gossip.leave().await {
             tracing::warn!(error = %e, "leaving the LAN pool failed");
         }
-        if let Some(dir) = data_dir {
-            let _ = std::fs::write(dir.join(SNAPSHOT), "leave\n");
+        if let Some(dir) = &self.data_dir {
+            let path = dir.join(SNAPSHOT);
+            let _ = std::fs::create_dir_all(path.parent().unwrap_or(dir));
+            let _ = std::fs::write(path, "leave\n");
         }
     }
 }
@@ -235,11 +241,16 @@ pub fn cluster_members(members: &[Member], datacenter: &str) -> Vec<ClusterMembe
 
 /// Publishes every membership change, and remembers alive members' gossip
 /// addresses for a rejoin after a restart.
-async fn feed(gossip: Gossip, tx: watch::Sender<Vec<ClusterMember>>, me: Identity) {
+async fn feed(
+    gossip: Gossip,
+    tx: watch::Sender<Vec<ClusterMember>>,
+    me: Identity,
+    left: Arc<AtomicBool>,
+) {
     let mut changes = gossip.changes();
     loop {
         let members = gossip.members();
-        if let Some(dir) = &me.data_dir {
+        if let (Some(dir), false) = (&me.data_dir, left.load(Ordering::SeqCst)) {
             remember(dir, &members, &me.node_name);
         }
         tx.send_replace(cluster_members(&members, &me.datacenter));

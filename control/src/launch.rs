@@ -83,9 +83,7 @@ impl Running {
     /// no leader adds it back, then a server takes itself out of the Raft
     /// configuration while the others can still commit that, and shuts down.
     pub async fn leave(self) {
-        self.lan
-            .leave(self.agent.config().data_dir.as_deref())
-            .await;
+        self.lan.leave().await;
         let others = self
             .node
             .configuration()
@@ -244,7 +242,7 @@ async fn launch_server(
         let (agent, node) = (agent.clone(), node.clone());
         tasks.push(tokio::spawn(async move {
             wait_for_cluster(&node).await;
-            begin_or_leave(&agent).await;
+            begin_when_servers_answer(&agent).await;
         }));
     }
 
@@ -300,7 +298,7 @@ async fn launch_client(
     let forwarded = Arc::new(ForwardedDns::new(node.clone()));
     let begin = {
         let agent = agent.clone();
-        tokio::spawn(async move { begin_or_leave(&agent).await })
+        tokio::spawn(async move { begin_when_servers_answer(&agent).await })
     };
     let dns = tokio::spawn(async move {
         if let Err(e) = mesh_dns::transport::serve(forwarded, limits, udp, tcp).await {
@@ -360,20 +358,14 @@ fn server_addresses(lan: &Lan) -> watch::Receiver<Vec<String>> {
     rx
 }
 
-/// Puts the agent in the catalog; if that fails for good, the agent leaves.
-async fn begin_or_leave(agent: &Arc<Agent>) {
-    loop {
-        match agent.begin().await {
-            Ok(()) => return,
-            Err(e) if e.contains("No cluster leader") || e.contains("No known Consul servers") => {
-                tracing::info!(error = %e, "waiting for servers before joining the catalog");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "starting the agent failed");
-                agent.leave();
-                return;
-            }
-        }
+/// Puts the agent in the catalog, trying again while the servers cannot be
+/// reached or have no leader. (The config files were read before the start,
+/// so what fails here is the cluster, not the agent.)
+async fn begin_when_servers_answer(agent: &Arc<Agent>) {
+    const RETRY: Duration = Duration::from_secs(2);
+    while let Err(e) = agent.begin().await {
+        tracing::warn!(error = %e, retry_in = ?RETRY, "could not join the catalog yet");
+        tokio::time::sleep(RETRY).await;
     }
 }
 
