@@ -252,18 +252,6 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
     let (woken, _) = tokio::join!(watch, write);
     assert_eq!(woken.text, "changed");
     assert!(woken.index > index);
-    // Killed, the client's node fails: its service leaves ?passing.
-    client.kill9();
-    eventually(FORM, "the killed client's service critical", || async {
-        let web = servers[0]
-            .get("/v1/health/service/web?passing")
-            .await
-            .json();
-        let critical = serf_health(&servers[0], "c1").await.as_deref() == Some("critical");
-        (web.as_array()?.is_empty() && critical).then_some(())
-    })
-    .await;
-
     // A stale read on a follower says how fresh it is.
     let li = index_of_leader(&servers, &leader).await;
     let follower = &servers[(li + 1) % 3];
@@ -288,7 +276,10 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
 
     // kill -9 the leader under a steady write load.
     let stop = Arc::new(AtomicBool::new(false));
-    let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
+    // The client agent takes a share of the load: it fails over to
+    // another server when the one it sent to dies.
+    let mut bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
+    bases.push(client.base.clone());
     let load = start_load(bases, stop.clone());
     eventually(FORM, "load running", || async {
         let r = servers[li].get("/v1/kv/load/?keys&stale").await;
@@ -353,6 +344,18 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
         }
     }
 
+    // Killed, the client's node fails: its service leaves ?passing.
+    client.kill9();
+    eventually(FORM, "the killed client's service critical", || async {
+        let web = survivors[0]
+            .get("/v1/health/service/web?passing")
+            .await
+            .json();
+        let critical = serf_health(survivors[0], "c1").await.as_deref() == Some("critical");
+        (web.as_array()?.is_empty() && critical).then_some(())
+    })
+    .await;
+
     // The dead server's node turns critical: its services leave ?passing.
     let dead = ["s1", "s2", "s3"][li];
     eventually(FORM, "the killed server marked critical", || async {
@@ -365,13 +368,12 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
         .json();
     assert_eq!(consul.as_array().unwrap().len(), 2, "{consul}");
 
-    // It restarts with its data dir and catches up.
-    let join = format!("-retry-join=127.0.0.1:{}", survivors[0].serf_lan);
+    // It restarts with its data dir, rejoins the members it knew (no join
+    // flag: they are kept in the data dir) and catches up.
     servers[li] = start_server(
         dead,
         &dirs[li],
         &[
-            join,
             format!("-server-port={old_server_port}"),
             format!("-serf-lan-port={old_serf_port}"),
         ],
@@ -500,6 +502,12 @@ async fn encrypted_gossip_keyring_replacement_force_leave_and_graceful_leave() {
     // Forced out, the failed node leaves the pool and the catalog.
     let forced = servers[0].cli(&["force-leave", "nobody"]);
     assert!(!forced.status.success());
+    let removed = servers[0].cli(&["operator", "raft", "remove-peer", "-address=127.0.0.1:1"]);
+    let err = String::from_utf8_lossy(&removed.stderr);
+    assert!(
+        !removed.status.success() && err.contains("not found in the Raft configuration"),
+        "{err}"
+    );
     servers[0].cli_ok(&["force-leave", "s3"]);
     eventually(FORM, "s3 left and out of the catalog", || async {
         let left = member_status(&servers[1], "s3").await == Some(3);
