@@ -165,8 +165,12 @@ impl RaftNode {
         let raft_config = openraft::Config {
             cluster_name: "mesh".into(),
             heartbeat_interval: 250,
+            // openraft makes followers refuse every candidate for a lease of
+            // `election_timeout_max` after they last heard the leader, so a
+            // narrow range keeps the round after the refused first one short
+            // (fail-over ~2–2.6 s rather than 2–4 s; bench/RESULTS.md).
             election_timeout_min: 1000,
-            election_timeout_max: 2000,
+            election_timeout_max: 1300,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
             max_in_snapshot_log_to_keep: 100,
             ..Default::default()
