@@ -186,13 +186,17 @@ else
     bad "dig web.service.dc1.consul A: want 127.0.0.1" "got: $(echo $a)"
 fi
 
-# The server itself is the "consul" service, on its RPC port (8300).
+# The server itself is the "consul" service, on its RPC port (8300 by
+# default; the suite's agent picks a free one and reports it in
+# /v1/agent/self).
+rpc_port=$(curl -s "$HTTP/v1/agent/self" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["DebugConfig"]["ServerPort"])')
 srv=$(qdig consul.service.consul SRV +noall +answer)
 srv_fields=$(awk '$4 == "SRV" {print $7, $8}' <<<"$srv")
-if [[ "$srv_fields" == "8300 $NODE.node.dc1.consul." ]]; then
-    ok "dig consul.service.consul SRV -> 8300 $NODE.node.dc1.consul."
+if [[ "$srv_fields" == "$rpc_port $NODE.node.dc1.consul." ]]; then
+    ok "dig consul.service.consul SRV -> $rpc_port $NODE.node.dc1.consul."
 else
-    bad "dig consul.service.consul SRV: want port 8300 and target $NODE.node.dc1.consul." "got: $srv"
+    bad "dig consul.service.consul SRV: want port $rpc_port and target $NODE.node.dc1.consul." "got: $srv"
 fi
 
 # NODE.node.consul A -> the node's address.

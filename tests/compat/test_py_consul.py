@@ -907,11 +907,14 @@ def test_txn_rolls_back_on_failed_op(c):
 
 
 def test_server_registers_consul_service(c):
-    # A Consul server registers itself as the "consul" service, on its RPC port.
+    # A Consul server registers itself as the "consul" service, on its RPC
+    # port (8300 by default; the suite's agent picks a free one).
+    rpc_port = c.agent.self()["DebugConfig"]["ServerPort"]
+    assert rpc_port > 0
     _, services = c.catalog.services()
     assert "consul" in services
     _, entries = c.health.service("consul", passing=True)
-    assert [(e["Node"]["Node"], e["Service"]["Port"]) for e in entries] == [(NODE, 8300)]
+    assert [(e["Node"]["Node"], e["Service"]["Port"]) for e in entries] == [(NODE, rpc_port)]
 
 
 # ---------------------------------------------------------------- gRPC checks
