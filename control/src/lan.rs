@@ -23,6 +23,9 @@ const SNAPSHOT: &str = "serf/local.snapshot";
 /// JSON array of base64 keys, primary first).
 const KEYRING: &str = "serf/local.keyring";
 
+/// How often the keyring is compared with the saved one.
+const KEYRING_CHECK: Duration = Duration::from_secs(2);
+
 /// How this agent joins its LAN pool.
 #[derive(Debug, Clone)]
 pub struct LanConfig {
@@ -119,6 +122,9 @@ impl Lan {
             left,
         };
         lan.save_keyring();
+        if lan.data_dir.is_some() {
+            tokio::spawn(keep_keyring_saved(lan.clone()));
+        }
         Ok(lan)
     }
 
@@ -206,6 +212,21 @@ fn tags(me: &Identity) -> BTreeMap<String, String> {
         }
     }
     t
+}
+
+/// Saves the keyring whenever it changes, including through a `mesh keyring`
+/// run on another member, so that a restart comes back with the keys the
+/// pool uses.
+async fn keep_keyring_saved(lan: Lan) {
+    let mut saved = lan.gossip.local_keys();
+    loop {
+        tokio::time::sleep(KEYRING_CHECK).await;
+        let keys = lan.gossip.local_keys();
+        if keys != saved {
+            lan.save_keyring();
+            saved = keys;
+        }
+    }
 }
 
 /// Gossip members as the leader sees them: servers of this datacenter carry

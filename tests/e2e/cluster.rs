@@ -479,6 +479,18 @@ async fn encrypted_gossip_keyring_replacement_force_leave_and_graceful_leave() {
     let list = servers[0].cli_ok(&["keyring", "-list"]);
     assert!(list.contains(&format!("{new} [3/3]")), "{list}");
     assert!(!list.contains(&key), "{list}");
+    // s2 ran only the install: the use and remove it took from the others
+    // are saved in its data dir too, for its next start.
+    let saved = dirs[1].path().join("serf/local.keyring");
+    eventually(
+        FORM,
+        "s2's saved keyring holds only the new key",
+        || async {
+            let text = std::fs::read_to_string(&saved).ok()?;
+            (text.trim() == format!("[\"{new}\"]")).then_some(())
+        },
+    )
+    .await;
 
     // A killed server is failed; once a new server replaces it, autopilot's
     // dead-server cleanup takes it out of the voters.
