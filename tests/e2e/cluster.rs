@@ -555,3 +555,51 @@ async fn encrypted_gossip_keyring_replacement_force_leave_and_graceful_leave() {
     let r = servers[0].get("/v1/kv/after-leave?raw").await;
     assert_eq!(r.text, "still-writable");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_ttls_run_on_the_leader_and_renewals_through_followers_reach_it() {
+    let dirs: Vec<TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let servers = three_servers(&dirs, &[]);
+    let all: Vec<&Agent> = servers.iter().collect();
+    let leader = agreed_leader(&all, 3).await;
+    let li = index_of_leader(&servers, &leader).await;
+    let (creator, renewer) = (&servers[(li + 1) % 3], &servers[(li + 2) % 3]);
+
+    let created = creator
+        .put_ok("/v1/session/create", r#"{"TTL":"10s","LockDelay":"0s"}"#)
+        .await
+        .json();
+    let id = created["ID"].as_str().unwrap().to_string();
+    let info = format!("/v1/session/info/{id}?consistent");
+
+    // Renewed every 4 s through the other follower for longer than the
+    // 2 x TTL after which the leader destroys a session it has not seen
+    // renewed: the renewals must reach the leader's timer.
+    let mut every = tokio::time::interval(Duration::from_secs(4));
+    let renew_until = Instant::now() + Duration::from_secs(28);
+    while Instant::now() < renew_until {
+        every.tick().await;
+        let r = renewer.put(&format!("/v1/session/renew/{id}"), "").await;
+        assert_eq!(r.status, 200, "renew: {}", r.text);
+    }
+    let alive = creator.get(&info).await.json();
+    assert_eq!(
+        alive[0]["ID"],
+        id.as_str(),
+        "destroyed while renewed: {alive}"
+    );
+
+    // Left alone, it expires: the leader's timer destroys it.
+    let stopped = Instant::now();
+    eventually(
+        Duration::from_secs(45),
+        "the session's TTL expiry",
+        || async { (renewer.get(&info).await.text.trim() == "[]").then_some(()) },
+    )
+    .await;
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(12),
+        "expired before 2 x TTL after the last renewal: {:?}",
+        stopped.elapsed()
+    );
+}
