@@ -127,24 +127,6 @@ async fn bind_dns(
     Err(last)
 }
 
-/// Waits, however long it takes, until this server's cluster has a leader
-/// and this server has applied what that leader had committed (its CA
-/// among it), saying so now and then.
-async fn wait_for_cluster(node: &RaftNode) {
-    let started = std::time::Instant::now();
-    loop {
-        if node.wait_for_leader(Duration::from_secs(10)).await.is_ok()
-            && node.barrier().await.is_ok()
-        {
-            return;
-        }
-        tracing::info!(
-            waited = ?started.elapsed(),
-            "waiting for a cluster leader (servers join through -join, -retry-join or -bootstrap-expect)"
-        );
-    }
-}
-
 /// Binds, starts and serves: a server, or a client agent. Errors name what
 /// failed.
 pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
@@ -239,21 +221,18 @@ async fn launch_server(
     } else {
         // Serve at once, as Consul does, and join the catalog once the
         // cluster has a leader.
-        let (agent, node) = (agent.clone(), node.clone());
+        let agent = agent.clone();
         tasks.push(tokio::spawn(async move {
-            wait_for_cluster(&node).await;
-            begin_when_servers_answer(&agent).await;
+            begin_when_servers_answer(&agent).await
         }));
     }
 
     tasks.push(tokio::spawn(ca.run()));
     tasks.push(tokio::spawn(crate::server::tombstone_gc::run(node.clone())));
-    tasks.push(serve_http(http, app));
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = dns.serve(udp, tcp).await {
-            tracing::error!(error = %e, "DNS server stopped");
-        }
+    tasks.push(spawn_serving("HTTP", async move {
+        axum::serve(http, app).await
     }));
+    tasks.push(spawn_serving("DNS", dns.serve(udp, tcp)));
     Ok(Running {
         http_addr,
         dns_addr,
@@ -300,18 +279,21 @@ async fn launch_client(
         let agent = agent.clone();
         tokio::spawn(async move { begin_when_servers_answer(&agent).await })
     };
-    let dns = tokio::spawn(async move {
-        if let Err(e) = mesh_dns::transport::serve(forwarded, limits, udp, tcp).await {
-            tracing::error!(error = %e, "DNS server stopped");
-        }
-    });
+    let dns = spawn_serving(
+        "DNS",
+        mesh_dns::transport::serve(forwarded, limits, udp, tcp),
+    );
     Ok(Running {
         http_addr,
         dns_addr,
         agent,
         node,
         lan,
-        tasks: vec![begin, dns, serve_http(http, app)],
+        tasks: vec![
+            begin,
+            dns,
+            spawn_serving("HTTP", async move { axum::serve(http, app).await }),
+        ],
     })
 }
 
@@ -364,7 +346,7 @@ fn server_addresses(lan: &Lan) -> watch::Receiver<Vec<String>> {
 async fn begin_when_servers_answer(agent: &Arc<Agent>) {
     const RETRY: Duration = Duration::from_secs(2);
     while let Err(e) = agent.begin().await {
-        tracing::warn!(error = %e, retry_in = ?RETRY, "could not join the catalog yet");
+        tracing::info!(error = %e, retry_in = ?RETRY, "could not join the catalog yet");
         tokio::time::sleep(RETRY).await;
     }
 }
@@ -404,10 +386,14 @@ fn dns_config(cfg: &LaunchConfig) -> Result<DnsConfig, String> {
     Ok(dns_config)
 }
 
-fn serve_http(http: TcpListener, app: axum::Router) -> tokio::task::JoinHandle<()> {
+/// Runs a listener's serving loop, logging why it stopped if it does.
+fn spawn_serving<E: std::fmt::Display>(
+    what: &'static str,
+    serving: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(http, app).await {
-            tracing::error!(error = %e, "HTTP server stopped");
+        if let Err(e) = serving.await {
+            tracing::error!(error = %e, "{what} server stopped");
         }
     })
 }
