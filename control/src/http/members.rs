@@ -123,35 +123,36 @@ async fn keyring_list(State(api): Api, _ctx: Ctx) -> Result<Json<Value>, ApiErro
     Ok(Json(keyring_json(&r)))
 }
 
-async fn keyring_install(State(api): Api, body: Bytes) -> Result<(), ApiError> {
-    let key = key_of(&body)?;
-    api.lan
-        .gossip()
-        .keyring_install(&key)
-        .await
-        .map_err(keyring_error)?;
+/// What a keyring write does with its key.
+#[derive(Clone, Copy)]
+enum KeyChange {
+    Install,
+    Use,
+    Remove,
+}
+
+/// Applies a keyring change across the pool and saves this agent's ring.
+async fn change_keyring(api: &ApiState, body: &[u8], change: KeyChange) -> Result<(), ApiError> {
+    let key = key_of(body)?;
+    let gossip = api.lan.gossip();
+    match change {
+        KeyChange::Install => gossip.keyring_install(&key).await,
+        KeyChange::Use => gossip.keyring_use(&key).await,
+        KeyChange::Remove => gossip.keyring_remove(&key).await,
+    }
+    .map_err(keyring_error)?;
     api.lan.save_keyring();
     Ok(())
+}
+
+async fn keyring_install(State(api): Api, body: Bytes) -> Result<(), ApiError> {
+    change_keyring(&api, &body, KeyChange::Install).await
 }
 
 async fn keyring_use(State(api): Api, body: Bytes) -> Result<(), ApiError> {
-    let key = key_of(&body)?;
-    api.lan
-        .gossip()
-        .keyring_use(&key)
-        .await
-        .map_err(keyring_error)?;
-    api.lan.save_keyring();
-    Ok(())
+    change_keyring(&api, &body, KeyChange::Use).await
 }
 
 async fn keyring_remove(State(api): Api, body: Bytes) -> Result<(), ApiError> {
-    let key = key_of(&body)?;
-    api.lan
-        .gossip()
-        .keyring_remove(&key)
-        .await
-        .map_err(keyring_error)?;
-    api.lan.save_keyring();
-    Ok(())
+    change_keyring(&api, &body, KeyChange::Remove).await
 }
