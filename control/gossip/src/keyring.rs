@@ -84,7 +84,7 @@ pub(crate) async fn run(
     }
 
     let local = shared.table().local_id().name;
-    let peers = shared.table().alive_peers();
+    let peers = shared.table().peers(crate::MemberStatus::Alive);
     let mut answers: Vec<(String, KeysOrError)> = vec![(local, apply_local(shared, &op))];
     let mut tasks = JoinSet::new();
     for peer in peers {

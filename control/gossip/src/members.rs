@@ -222,20 +222,12 @@ impl Table {
         self.entries.values().map(Entry::member).collect()
     }
 
-    /// Alive members other than the local one.
-    pub(crate) fn alive_peers(&self) -> Vec<Member> {
+    /// Members other than the local one with `status` (alive ones to gossip
+    /// with, failed ones to try to reconnect to).
+    pub(crate) fn peers(&self, status: MemberStatus) -> Vec<Member> {
         self.entries
             .values()
-            .filter(|e| e.id.name != self.local && e.status == MemberStatus::Alive)
-            .map(Entry::member)
-            .collect()
-    }
-
-    /// Failed members not yet reaped, for reconnect attempts.
-    pub(crate) fn failed_peers(&self) -> Vec<Member> {
-        self.entries
-            .values()
-            .filter(|e| e.id.name != self.local && e.status == MemberStatus::Failed)
+            .filter(|e| e.id.name != self.local && e.status == status)
             .map(Entry::member)
             .collect()
     }

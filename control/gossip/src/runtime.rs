@@ -320,8 +320,8 @@ impl Loop {
                     }
                 }
                 _ = reap.tick() => self.reap(),
-                _ = push_pull.tick() => self.periodic_push_pull(),
-                _ = reconnect.tick() => self.reconnect(),
+                _ = push_pull.tick() => self.push_pull_with_one(MemberStatus::Alive),
+                _ = reconnect.tick() => self.push_pull_with_one(MemberStatus::Failed),
             }
             self.flush().await;
         }
@@ -459,22 +459,6 @@ impl Loop {
         self.add_broadcast(&intent);
     }
 
-    /// Tries to reach one failed member again (serf's reconnect), so that
-    /// members cut off by a partition find each other once it heals.
-    fn reconnect(&self) {
-        let failed = self.shared.table().failed_peers();
-        if failed.is_empty() {
-            return;
-        }
-        let peer = &failed[rand::random::<usize>() % failed.len()];
-        let (shared, addr) = (self.shared.clone(), peer.addr);
-        tokio::spawn(async move {
-            if let Err(e) = push_pull(&shared, addr, false).await {
-                tracing::debug!(%addr, error = %e, "reconnecting to a failed member failed");
-            }
-        });
-    }
-
     fn reap(&mut self) {
         let (events, names) = self.shared.table().reap(self.shared.cfg.reap_after);
         if !names.is_empty() {
@@ -486,8 +470,12 @@ impl Loop {
         self.shared.publish(events);
     }
 
-    fn periodic_push_pull(&self) {
-        let peers = self.shared.table().alive_peers();
+    /// Exchanges full state over TCP with one random member with `status`:
+    /// an alive one every push-pull interval (to repair what gossip missed),
+    /// a failed one every reconnect interval (serf's reconnect, so members
+    /// cut off by a partition find each other once it heals).
+    fn push_pull_with_one(&self, status: MemberStatus) {
+        let peers = self.shared.table().peers(status);
         if peers.is_empty() {
             return;
         }
@@ -495,7 +483,7 @@ impl Loop {
         let (shared, addr) = (self.shared.clone(), peer.addr);
         tokio::spawn(async move {
             if let Err(e) = push_pull(&shared, addr, false).await {
-                tracing::debug!(%addr, error = %e, "periodic push-pull failed");
+                tracing::debug!(%addr, ?status, error = %e, "push-pull failed");
             }
         });
     }
