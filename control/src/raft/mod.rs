@@ -396,7 +396,8 @@ impl RaftNode {
 
     /// This node's Raft progress, for metrics.
     pub fn status(&self) -> RaftStatus {
-        let metrics = self.raft.metrics().borrow().clone();
+        let rx = self.raft.metrics();
+        let metrics = rx.borrow();
         RaftStatus {
             applied_index: metrics.last_applied.map_or(0, |l| l.index),
             is_leader: metrics.current_leader == Some(self.node_id),
@@ -405,7 +406,8 @@ impl RaftNode {
 
     /// The leader's RPC address, if one is known.
     pub fn leader(&self) -> Option<String> {
-        let metrics = self.raft.metrics().borrow().clone();
+        let rx = self.raft.metrics();
+        let metrics = rx.borrow();
         let leader = metrics.current_leader?;
         metrics
             .membership_config
@@ -438,7 +440,8 @@ impl RaftNode {
 
     /// The Raft configuration: every voter and learner.
     pub fn configuration(&self) -> Vec<RaftServer> {
-        let metrics = self.raft.metrics().borrow().clone();
+        let rx = self.raft.metrics();
+        let metrics = rx.borrow();
         let membership = metrics.membership_config.membership();
         membership
             .nodes()
@@ -453,8 +456,13 @@ impl RaftNode {
 
     /// The log index of the Raft configuration in force.
     pub fn membership_index(&self) -> u64 {
-        let m = self.raft.metrics().borrow().clone();
-        m.membership_config.log_id().map_or(0, |l| l.index)
+        let rx = self.raft.metrics();
+        let index = rx
+            .borrow()
+            .membership_config
+            .log_id()
+            .map_or(0, |l| l.index);
+        index
     }
 
     /// The current Raft term.
