@@ -4,7 +4,7 @@
 //! server up.
 
 use crate::support::{eventually, parked_queries, Agent};
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,6 +89,21 @@ async fn serf_health(a: &Agent, node: &str) -> Option<String> {
         .and_then(|c| c["Status"].as_str().map(str::to_string))
 }
 
+/// Waits until `a` reports `node`'s serfHealth as `want`.
+async fn until_serf_health(a: &Agent, node: &str, want: &str) {
+    let what = format!("{node}'s serfHealth {want}");
+    eventually(FORM, &what, || async {
+        (serf_health(a, node).await.as_deref() == Some(want)).then_some(())
+    })
+    .await;
+}
+
+/// How many servers `a` lists as passing instances of the `consul` service.
+async fn passing_servers(a: &Agent) -> usize {
+    let consul = a.get("/v1/health/service/consul?passing").await.json();
+    consul.as_array().map_or(0, Vec::len)
+}
+
 /// Writes `load/<n>` through the servers in turn until stopped, keeping the
 /// writes that were acknowledged.
 fn start_load(
@@ -165,16 +180,9 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
 
     // The leader reflects membership into the catalog.
     for name in ["s1", "s2", "s3"] {
-        eventually(FORM, "serfHealth passing", || async {
-            (serf_health(&servers[0], name).await.as_deref() == Some("passing")).then_some(())
-        })
-        .await;
+        until_serf_health(&servers[0], name, "passing").await;
     }
-    let consul = servers[0]
-        .get("/v1/health/service/consul?passing")
-        .await
-        .json();
-    assert_eq!(consul.as_array().unwrap().len(), 3, "{consul}");
+    assert_eq!(passing_servers(&servers[0]).await, 3);
 
     // Writes through any server; consistent reads from any other.
     for (i, s) in servers.iter().enumerate() {
@@ -217,15 +225,7 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
     assert_eq!(web[0]["Node"]["Node"], "c1", "{web}");
     // DNS on the client answers from the servers' catalog.
     let srv = crate::dns::query(client.dns, "web.service.consul.", RecordType::SRV).await;
-    let ports: Vec<u16> = srv
-        .answers()
-        .iter()
-        .filter_map(|r| match r.data() {
-            RData::SRV(s) => Some(s.port()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(ports, [8080], "{srv:?}");
+    assert_eq!(crate::dns::srv_ports(&srv), [8080], "{srv:?}");
     let members = client.cli_ok(&["members"]);
     assert!(
         members
@@ -368,15 +368,8 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
 
     // The dead server's node turns critical: its services leave ?passing.
     let dead = ["s1", "s2", "s3"][li];
-    eventually(FORM, "the killed server marked critical", || async {
-        (serf_health(survivors[0], dead).await.as_deref() == Some("critical")).then_some(())
-    })
-    .await;
-    let consul = survivors[1]
-        .get("/v1/health/service/consul?passing")
-        .await
-        .json();
-    assert_eq!(consul.as_array().unwrap().len(), 2, "{consul}");
+    until_serf_health(survivors[0], dead, "critical").await;
+    assert_eq!(passing_servers(survivors[1]).await, 2);
 
     // It restarts with its data dir, rejoins the members it knew (no join
     // flag: they are kept in the data dir) and catches up.
@@ -396,10 +389,7 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
         (r.status == 200).then_some(())
     })
     .await;
-    eventually(FORM, "its serfHealth passing again", || async {
-        (serf_health(&servers[li], dead).await.as_deref() == Some("passing")).then_some(())
-    })
-    .await;
+    until_serf_health(&servers[li], dead, "passing").await;
     let all: Vec<&Agent> = servers.iter().collect();
     agreed_leader(&all, 3).await;
     let health = eventually(FORM, "autopilot healthy", || async {

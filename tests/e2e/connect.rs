@@ -43,14 +43,7 @@ async fn sidecar_service_registers_a_proxy_with_consul_defaults() {
         hickory_proto::rr::RecordType::SRV,
     )
     .await;
-    let ports: Vec<u16> = m
-        .answers()
-        .iter()
-        .filter_map(|r| match r.data() {
-            hickory_proto::rr::RData::SRV(s) => Some(s.port()),
-            _ => None,
-        })
-        .collect();
+    let ports = crate::dns::srv_ports(&m);
     assert_eq!(ports, vec![proxy_port], "DNS answers with the proxy");
     let catalog = a.get("/v1/catalog/connect/socat").await.json();
     assert_eq!(catalog[0]["ServiceID"], "socat-sidecar-proxy");

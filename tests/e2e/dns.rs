@@ -29,6 +29,17 @@ pub async fn query(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
     Message::from_vec(&buf[..n]).unwrap()
 }
 
+/// The ports of the SRV records an answer holds, in answer order.
+pub fn srv_ports(m: &Message) -> Vec<u16> {
+    m.answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::SRV(s) => Some(s.port()),
+            _ => None,
+        })
+        .collect()
+}
+
 async fn query_tcp(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -68,14 +79,7 @@ async fn service_node_and_negative_answers() {
     assert_eq!(ips, vec!["127.0.0.1", "127.0.0.2"]);
 
     let m = query(a.dns, "web.service.consul.", RecordType::SRV).await;
-    let mut ports: Vec<u16> = m
-        .answers()
-        .iter()
-        .filter_map(|r| match r.data() {
-            RData::SRV(s) => Some(s.port()),
-            _ => None,
-        })
-        .collect();
+    let mut ports = srv_ports(&m);
     ports.sort();
     assert_eq!(ports, vec![8081, 8082]);
     assert!(m
