@@ -118,36 +118,45 @@ first_write() {
     done
     now_ms
 }
-MESH_MS=() ETCD_MS=()
-for round in $(seq 1 "$FAILOVERS"); do
-    # mesh: which server leads?
+mesh_leader_index() {
+    local leader i
     leader="$(mesh_leader 0)"
-    for i in 0 1 2; do [[ "$leader" == "127.0.0.1:${M_RPC[$i]}" ]] && L=$i; done
-    S=$(((L + 1) % 3))
-    kill -9 "${M_PID[$L]}"
+    for i in 0 1 2; do [[ "$leader" == "127.0.0.1:${M_RPC[$i]}" ]] && echo "$i"; done
+    return 0
+}
+etcd_leader_index() {
+    local i
+    for i in 0 1 2; do etcd_is_leader "$i" && echo "$i"; done
+    return 0
+}
+restart_mesh() { start_mesh "$1"; }
+restart_etcd() { start_etcd "$1" existing; }
+# fail_over SYSTEM: kills SYSTEM's leader, records (rec SYSTEM failover_ms) how long
+# until a write through a surviving member is acknowledged, restarts the killed
+# member with its data dir and waits until the cluster is healthy again.
+fail_over() {
+    local sys=$1 leader pid t0 t1
+    leader="$("${sys}_leader_index")"
+    if [[ $sys == mesh ]]; then pid=${M_PID[$leader]}; else pid=${E_PID[$leader]}; fi
+    kill -9 "$pid"
     t0="$(now_ms)"
-    t1="$(first_write "$(mesh_url "$S")" mesh)"
-    MESH_MS+=($((t1 - t0)))
-    wait "${M_PID[$L]}" 2>/dev/null || true
-    start_mesh "$L"
-    wait_for 60 "mesh healthy again" "" mesh_healthy
-
-    for i in 0 1 2; do etcd_is_leader "$i" && L=$i; done
-    S=$(((L + 1) % 3))
-    kill -9 "${E_PID[$L]}"
-    t0="$(now_ms)"
-    t1="$(first_write "$(etcd_url "$S")" etcd)"
-    ETCD_MS+=($((t1 - t0)))
-    wait "${E_PID[$L]}" 2>/dev/null || true
-    start_etcd "$L" existing
-    wait_for 60 "etcd healthy again" "" etcd_healthy
-    log "fail-over round $round: mesh ${MESH_MS[-1]} ms, etcd ${ETCD_MS[-1]} ms"
+    t1="$(first_write "$("${sys}_url" $(((leader + 1) % 3)))" "$sys")"
+    rec "$sys" failover_ms $((t1 - t0))
+    wait "$pid" 2>/dev/null || true
+    "restart_$sys" "$leader"
+    wait_for 60 "$sys healthy again" "" "${sys}_healthy"
+}
+results_init
+for round in $(seq 1 "$FAILOVERS"); do
+    fail_over mesh
+    fail_over etcd
+    log "fail-over round $round: mesh $(tail -n 2 "$RES" | head -n 1 | cut -f3) ms, etcd $(tail -n 1 "$RES" | cut -f3) ms"
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-MM="$(median "${MESH_MS[@]}")" EM="$(median "${ETCD_MS[@]}")"
+rounds() { awk -F'\t' -v p="$1" '$1 == p { printf "%s ", $3 }' "$RES"; }
+MM="$(med mesh failover_ms)" EM="$(med etcd failover_ms)"
 echo
 echo "| leader fail-over, kill -9 to first acknowledged write ($FAILOVERS rounds) | mesh ms | etcd ms | mesh/etcd |"
 echo "|---|---|---|---|"
 echo "| median | $MM | $EM | $(ratio "$MM" "$EM") |"
-echo "| all rounds | ${MESH_MS[*]} | ${ETCD_MS[*]} | |"
+echo "| all rounds | $(rounds mesh)| $(rounds etcd)| |"
 echo "fail-over ratio > 1 means mesh takes longer. Machine: $(cpu_desc)."

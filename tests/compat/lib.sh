@@ -5,6 +5,8 @@
 #
 # Set SUITE (the message prefix) and DEADLINE (seconds) before sourcing.
 # Append every background process's PID to PIDS; name logs *.log in $WORK.
+# A script that sets up more than processes defines `teardown`, which the
+# exit trap runs once the processes have stopped.
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mesh-$SUITE.XXXXXX")
 PIDS=()
@@ -12,6 +14,7 @@ cleanup() {
     local rc=$?
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if declare -F teardown >/dev/null; then teardown; fi
     if [[ $rc != 0 ]]; then
         for f in "$WORK"/*.log; do echo "--- $f" >&2; tail -n 20 "$f" >&2 || true; done
     fi

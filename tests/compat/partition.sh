@@ -29,45 +29,25 @@ TAG=mp$(($$ % 10000))
 SUBNET=10.213.$(($$ % 250))
 NS=("${TAG}a" "${TAG}b" "${TAG}c")
 BR="${TAG}br"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/mesh-partition.XXXXXX")
-PIDS=()
+SUITE=partition
+# shellcheck source=tests/compat/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-cleanup() {
-    local rc=$?
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ $rc != 0 ]]; then
-        for f in "$WORK"/*.log; do echo "--- $f" >&2; tail -n 30 "$f" >&2 || true; done
-    fi
+# Run by lib.sh's exit trap once the servers have stopped.
+teardown() {
     for ns in "${NS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
     for i in 0 1 2; do ip link del "${TAG}v$i" 2>/dev/null || true; done
     ip link del "$BR" 2>/dev/null || true
-    rm -rf "$WORK"
-    exit "$rc"
 }
-trap cleanup EXIT
 
 fail() {
     echo "partition: FAIL: $*" >&2
     exit 1
 }
-passed=0
-ok() { passed=$((passed + 1)); echo "  ok   $1"; }
-
-# wait_for WHAT COMMAND...: polls COMMAND until it succeeds or DEADLINE passes.
-wait_for() {
-    local what=$1
-    shift
-    local end=$((SECONDS + DEADLINE))
-    until "$@"; do
-        ((SECONDS < end)) || fail "timed out after ${DEADLINE}s waiting for $what"
-        sleep 0.2
-    done
-}
 
 # ------------------------------------------------------------------ network
 
-ip netns add "${NS[0]}" 2>"$WORK/netns.err" || skip "cannot create a network namespace: $(cat "$WORK/netns.err")"
+err=$(ip netns add "${NS[0]}" 2>&1) || skip "cannot create a network namespace: $err"
 ip netns add "${NS[1]}"
 ip netns add "${NS[2]}"
 ip link add "$BR" type bridge
