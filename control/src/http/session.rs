@@ -1,6 +1,6 @@
 //! `/v1/session/*`: create, destroy, renew and list sessions.
 
-use super::{decode_body, Api, ApiError, ApiState, Ctx};
+use super::{decode_body, Api, ApiError, ApiState, Ctx, QueryOptions};
 use crate::raft::{now_ms, Command};
 use crate::state::{table, Topic};
 use crate::structs::{behavior, ConsulDuration, Session, SERF_HEALTH_CHECK};
@@ -95,15 +95,20 @@ async fn destroy(State(api): Api, _ctx: Ctx, Path(id): Path<String>) -> Result<R
 }
 
 async fn renew(State(api): Api, _ctx: Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let (index, found) = {
-        let d = api.node.store().read();
-        (d.index(table::SESSIONS), d.sessions.get(&id).cloned())
-    };
+    // A default read: on a follower it first catches up with the leader, so
+    // a session just created through another server is found.
+    let (qm, found) = api
+        .blocking(
+            &QueryOptions::default(),
+            &[Topic::Exact(table::SESSIONS.into())],
+            |d| (d.index(table::SESSIONS), d.sessions.get(&id).cloned()),
+        )
+        .await?;
     let Some(session) = found else {
         return Err(ApiError::not_found(format!("Session id '{id}' not found")));
     };
     api.sessions.reset(&id, session.ttl.0);
-    Ok(api.meta(index).json(&[session]))
+    Ok(qm.json(&[session]))
 }
 
 async fn info(State(api): Api, ctx: Ctx, Path(id): Path<String>) -> Result<Response, ApiError> {
