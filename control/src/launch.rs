@@ -2,7 +2,9 @@
 //! and DNS, in that order, so a taken port fails fast and nothing serves
 //! before the state it serves exists.
 
-use crate::agent::leaf::LeafCache;
+use crate::agent::leaf::{roots_from_servers, roots_from_store, LeafCache, Signer};
+use crate::agent::proxy_view::Views;
+use crate::agent::proxycfg::ProxyConfigs;
 use crate::agent::{Agent, AgentConfig};
 use crate::dns::{DnsConfig, DnsServer, ForwardedDns, StoreCatalog};
 use crate::http::{client_router, router, ApiState};
@@ -194,6 +196,7 @@ async fn launch_server(
         node: node.clone(),
         http: app.clone(),
         dns: dns.clone(),
+        ca: ca.clone(),
     };
     let mut tasks = vec![
         tokio::spawn(crate::rpc::server::serve(rpc, handlers)),
@@ -352,19 +355,29 @@ async fn begin_when_servers_answer(agent: &Arc<Agent>) {
 }
 
 /// The state every agent's API shares; `node` is the server's Raft node or
-/// a client's forwarding handle.
+/// a client's forwarding handle. A server signs leaves and computes proxy
+/// views from what it holds; a client agent asks the servers for both.
 fn api_state(cfg: &LaunchConfig, node: RaftNode, lan: Lan) -> ApiState {
     let ca = Arc::new(CaManager::new(node.clone(), CSR_MAX_PER_SECOND));
-    let leaves = LeafCache::start(
-        ca.clone(),
-        node.store().clone(),
-        cfg.agent.datacenter.clone(),
-    );
+    let (signer, roots, views) = if cfg.agent.server {
+        (
+            Signer::Ca(ca.clone()),
+            roots_from_store(node.store().clone()),
+            Views::Store(node.store().clone()),
+        )
+    } else {
+        (
+            Signer::Servers(node.clone()),
+            roots_from_servers(node.clone()),
+            Views::Servers(node.clone()),
+        )
+    };
+    let leaves = LeafCache::start(signer, roots, cfg.agent.datacenter.clone());
     let agent = Agent::new(cfg.agent.clone(), node.clone());
     ApiState {
         sessions: Arc::new(SessionTimers::new(node.clone())),
         node,
-        proxies: crate::agent::proxycfg::ProxyConfigs::new(agent.clone(), leaves.clone()),
+        proxies: ProxyConfigs::new(agent.clone(), leaves.clone(), views),
         agent,
         ca,
         leaves,

@@ -5,6 +5,7 @@
 use mesh_control::dns::{DnsConfig, DnsServer, StoreCatalog};
 use mesh_control::raft::{Command, RaftConfig, RaftNode, ServerNode};
 use mesh_control::rpc::server::{serve, RpcHandlers};
+use mesh_control::server::ca::{CaManager, CSR_MAX_PER_SECOND};
 use mesh_control::state::Store;
 use mesh_control::structs::{DirEntry, KvOp};
 use std::collections::BTreeMap;
@@ -45,6 +46,7 @@ impl Server {
                 DnsConfig::default(),
                 Arc::new(StoreCatalog::new(store, "dc1".into())),
             )),
+            ca: Arc::new(CaManager::new(node.clone(), CSR_MAX_PER_SECOND)),
         };
         let rpc = tokio::spawn(serve(listener, handlers));
         Server { node, server, rpc }

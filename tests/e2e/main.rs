@@ -5,6 +5,7 @@ mod blocking;
 mod ca;
 mod catalog;
 mod cli;
+mod client_connect;
 mod cluster;
 mod config;
 mod connect;

@@ -7,6 +7,7 @@ pub mod definition;
 pub mod leaf;
 mod local;
 mod persist;
+pub mod proxy_view;
 pub mod proxycfg;
 mod sidecar;
 mod sync;

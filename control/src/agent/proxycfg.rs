@@ -16,6 +16,7 @@
 //! checks pass (with `OnlyPassing`) or are not critical.
 
 use super::leaf::LeafCache;
+use super::proxy_view::{View, Views};
 use super::Agent;
 use crate::config_entry::intentions::{sort_by_precedence, Action, WILDCARD};
 use crate::config_entry::kind as entry_kind;
@@ -28,12 +29,13 @@ use crate::structs::{kind, status, CheckServiceNode, NodeService};
 use mesh_proxy::{
     IntentionRule, OutlierDetection, Protocol, ProxyConfig, PublicListener, Upstream,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// How long to wait before recomputing after a transient failure (no CA
 /// root yet, the signing rate limit).
@@ -85,13 +87,17 @@ pub enum ProxyCfgError {
     /// The leaf could not be issued (no root yet, rate limited, no leader).
     #[error("no leaf certificate: {0}")]
     Leaf(#[from] CaOpError),
+    /// No view of the servers' state yet (a client agent whose servers do
+    /// not answer).
+    #[error("no answer from the servers: {0}")]
+    Servers(String),
 }
 
 impl ProxyCfgError {
     /// True when waiting may fix it (the CA), false when the request itself
     /// is wrong.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ProxyCfgError::Leaf(_))
+        matches!(self, ProxyCfgError::Leaf(_) | ProxyCfgError::Servers(_))
     }
 }
 
@@ -105,10 +111,11 @@ pub fn parse_upstream(s: &str) -> Result<(String, SocketAddr), ProxyCfgError> {
     Ok((dest.to_string(), addr.parse().map_err(|_| bad())?))
 }
 
-/// The listeners a request resolves to, before any certificate is read.
-#[derive(Debug, Clone, PartialEq)]
-struct Plan {
-    service: String,
+/// The listeners a request resolves to, before any certificate is read:
+/// what a client agent sends a server to have its proxy's view computed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub(crate) service: String,
     public: Option<PublicListener>,
     upstreams: Vec<(String, SocketAddr)>,
     connect_timeout: Option<Duration>,
@@ -120,7 +127,7 @@ impl Plan {
     /// The store topics whose changes can change this plan's config: the
     /// CA, every config entry kind, and the instances and proxies of each
     /// upstream and of `targets` (the services its chains resolve to).
-    fn topics(&self, targets: &BTreeSet<String>) -> Vec<Topic> {
+    pub(crate) fn topics(&self, targets: &BTreeSet<String>) -> Vec<Topic> {
         let mut topics = vec![Topic::Exact(CA.into())];
         topics.extend(
             entry_kind::ALL
@@ -394,18 +401,78 @@ impl UpstreamCtx<'_> {
     }
 }
 
+/// What the servers' state says of `plan`'s proxy in datacenter `dc`: its
+/// config without the leaf (the agent adds its own leaf and intention
+/// default), and the services its upstreams' chains resolve to.
+pub(crate) fn view(store: &StateData, plan: &Plan, dc: &str) -> (ProxyConfig, BTreeSet<String>) {
+    let trust_domain = store
+        .ca
+        .config
+        .as_ref()
+        .map(|c| c.trust_domain())
+        .unwrap_or_default();
+    let entries = ChainEntries::from_state(store);
+    let ctx = UpstreamCtx {
+        store,
+        entries: &entries,
+        service: &plan.service,
+        datacenter: dc,
+        trust_domain: &trust_domain,
+    };
+    let mut targets = BTreeSet::new();
+    let upstreams = plan
+        .upstreams
+        .iter()
+        .map(|(dest, bind)| ctx.upstream(dest, *bind, &mut targets))
+        .collect();
+    let public_listener = plan.public.clone().map(|p| PublicListener {
+        protocol: protocol(&entries.protocol_of(&plan.service)),
+        ..p
+    });
+    let local_connect_timeout = entries
+        .services
+        .get(&plan.service)
+        .map(|s| Duration::from_millis(u64::from(s.local_connect_timeout_ms)))
+        .filter(|t| !t.is_zero());
+    let config = ProxyConfig {
+        version: 0,
+        service: plan.service.clone(),
+        trust_domain,
+        datacenter: dc.to_string(),
+        roots_pem: store.ca.roots.iter().map(|r| r.root_cert.clone()).collect(),
+        public_listener,
+        upstreams,
+        intentions: intention_rules(store, &plan.service),
+        connect_timeout: plan
+            .connect_timeout
+            .or(local_connect_timeout)
+            .unwrap_or(mesh_proxy::DEFAULT_CONNECT_TIMEOUT),
+        handshake_timeout: plan
+            .handshake_timeout
+            .unwrap_or(mesh_proxy::DEFAULT_HANDSHAKE_TIMEOUT),
+        metrics_bind: plan.metrics_bind,
+        ..ProxyConfig::default()
+    };
+    (config, targets)
+}
+
 /// Computes and follows the configs of this agent's proxies.
 #[derive(Clone)]
 pub struct ProxyConfigs {
     agent: Arc<Agent>,
     leaves: Arc<LeafCache>,
+    views: Views,
 }
 
 impl ProxyConfigs {
-    /// Configs from `agent`'s registrations and store, with leaves from
+    /// Configs from `agent`'s registrations and `views`, with leaves from
     /// `leaves`.
-    pub fn new(agent: Arc<Agent>, leaves: Arc<LeafCache>) -> Self {
-        ProxyConfigs { agent, leaves }
+    pub fn new(agent: Arc<Agent>, leaves: Arc<LeafCache>, views: Views) -> Self {
+        ProxyConfigs {
+            agent,
+            leaves,
+            views,
+        }
     }
 
     fn plan(&self, req: &ProxyRequest) -> Result<Plan, ProxyCfgError> {
@@ -434,147 +501,137 @@ impl ProxyConfigs {
         }
     }
 
-    /// The config for `plan` as the store and leaf cache have it now, with
-    /// version 0, and the services its upstreams' chains resolve to.
-    fn compute(&self, plan: &Plan) -> Result<(ProxyConfig, BTreeSet<String>), ProxyCfgError> {
-        let (_, leaf) = self.leaves.get(&plan.service)?;
-        let config = &self.agent.config();
-        let store = self.agent.raft().store().read();
-        let trust_domain = store
-            .ca
-            .config
-            .as_ref()
-            .map(|c| c.trust_domain())
-            .unwrap_or_default();
-        let entries = ChainEntries::from_state(&store);
-        let ctx = UpstreamCtx {
-            store: &store,
-            entries: &entries,
-            service: &plan.service,
-            datacenter: &config.datacenter,
-            trust_domain: &trust_domain,
-        };
-        let mut targets = BTreeSet::new();
-        let upstreams = plan
-            .upstreams
-            .iter()
-            .map(|(dest, bind)| ctx.upstream(dest, *bind, &mut targets))
-            .collect();
-        let public_listener = plan.public.clone().map(|p| PublicListener {
-            protocol: protocol(&entries.protocol_of(&plan.service)),
-            ..p
-        });
-        let local_connect_timeout = entries
-            .services
-            .get(&plan.service)
-            .map(|s| Duration::from_millis(u64::from(s.local_connect_timeout_ms)))
-            .filter(|t| !t.is_zero());
-        let proxy_config = ProxyConfig {
-            version: 0,
-            service: plan.service.clone(),
-            trust_domain,
-            datacenter: config.datacenter.clone(),
+    /// The config made of the servers' `view` and this agent's leaf and
+    /// settings, with version 0.
+    async fn assemble(&self, view: &ProxyConfig) -> Result<ProxyConfig, ProxyCfgError> {
+        let (_, leaf) = self.leaves.get(&view.service).await?;
+        let config = self.agent.config();
+        Ok(ProxyConfig {
             leaf_cert_pem: leaf.cert_pem,
             leaf_key_pem: leaf.private_key_pem,
-            roots_pem: store.ca.roots.iter().map(|r| r.root_cert.clone()).collect(),
-            public_listener,
-            upstreams,
-            intentions: intention_rules(&store, &plan.service),
+            datacenter: config.datacenter.clone(),
             default_allow: config.default_intention_policy == Action::Allow,
-            connect_timeout: plan
-                .connect_timeout
-                .or(local_connect_timeout)
-                .unwrap_or(mesh_proxy::DEFAULT_CONNECT_TIMEOUT),
-            handshake_timeout: plan
-                .handshake_timeout
-                .unwrap_or(mesh_proxy::DEFAULT_HANDSHAKE_TIMEOUT),
-            metrics_bind: plan.metrics_bind,
-            ..ProxyConfig::default()
-        };
-        Ok((proxy_config, targets))
+            ..view.clone()
+        })
     }
 
-    /// The first config for `req`, or why there is none. Transient failures
-    /// are retried until `wait` passes.
-    pub async fn first(
+    /// Starts following `req`: the receiver gets version 1 of its config at
+    /// once and every version that differs from the one before after it,
+    /// until it is dropped or the proxy's registration goes away. Fails
+    /// with why when no first config can be made within `wait` (transient
+    /// failures, such as a CA without a root yet, are retried until then).
+    pub async fn open(
         &self,
-        req: &ProxyRequest,
+        req: ProxyRequest,
         wait: Duration,
-    ) -> Result<ProxyConfig, ProxyCfgError> {
+    ) -> Result<mpsc::Receiver<ProxyConfig>, ProxyCfgError> {
+        let (tx, rx) = mpsc::channel(4);
+        let (opened, first) = oneshot::channel();
         let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let result = self.plan(req).and_then(|plan| self.compute(&plan));
-            match result {
-                Err(e) if e.is_transient() && tokio::time::Instant::now() + RETRY < deadline => {
-                    tokio::time::sleep(RETRY).await;
-                }
-                other => {
-                    return other.map(|(c, _)| ProxyConfig { version: 1, ..c });
-                }
-            }
+        tokio::spawn(self.clone().follow(req, tx, opened, deadline));
+        match first.await {
+            Ok(Ok(())) => Ok(rx),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ProxyCfgError::Servers("the config task ended".into())),
         }
     }
 
-    /// Follows `req` after `first` (version 1): sends each config that
-    /// differs from the one before, with the next version number, until the
-    /// receiver goes away or the proxy's registration does.
-    pub fn follow(&self, req: ProxyRequest, first: ProxyConfig, tx: mpsc::Sender<ProxyConfig>) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut last = first;
-            // The services the chains resolved to when last computed: their
-            // topics are watched too.
-            let mut watched = BTreeSet::new();
-            loop {
-                // Subscribe before reading so that no change is missed.
-                let mut local = this.agent.local().subscribe();
-                let mut leaves = this.leaves.subscribe();
-                let plan = match this.plan(&req) {
-                    Ok(plan) => plan,
-                    Err(e) => {
-                        tracing::info!(error = %e, "no more config for this proxy");
-                        return;
+    /// The loop behind [`Self::open`]: recomputes whenever the registration,
+    /// the leaf or the servers' view changes. `opened` hears of the first
+    /// config, or of the failure that ends the wait for it.
+    async fn follow(
+        self,
+        req: ProxyRequest,
+        tx: mpsc::Sender<ProxyConfig>,
+        opened: oneshot::Sender<Result<(), ProxyCfgError>>,
+        deadline: tokio::time::Instant,
+    ) {
+        let mut opened = Some(opened);
+        let mut last: Option<ProxyConfig> = None;
+        let mut followed: Option<(Plan, watch::Receiver<View>)> = None;
+        loop {
+            // Subscribe before reading so that no change is missed.
+            let mut local = self.agent.local().subscribe();
+            let mut leaves = self.leaves.subscribe();
+            let computed = match self.plan(&req) {
+                Ok(plan) => {
+                    if followed.as_ref().is_none_or(|(p, _)| *p != plan) {
+                        let feed = self
+                            .views
+                            .follow(plan.clone(), &self.agent.config().datacenter);
+                        followed = Some((plan, feed));
                     }
-                };
-                let store = this.agent.raft().store().watch(&plan.topics(&watched));
-                let mut retry = None;
-                match this.compute(&plan) {
-                    Ok((config, targets)) => {
-                        let version = last.version;
-                        if (ProxyConfig {
+                    let view = followed
+                        .as_mut()
+                        .map(|(_, feed)| feed.borrow_and_update().clone());
+                    match view {
+                        Some(Ok(view)) => self.assemble(&view).await,
+                        Some(Err(why)) => Err(ProxyCfgError::Servers(why)),
+                        None => Err(ProxyCfgError::Servers("no view".into())),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            let mut retry = false;
+            match computed {
+                Ok(config) => {
+                    let version = last.as_ref().map_or(0, |l| l.version);
+                    let unchanged = last.as_ref().is_some_and(|l| {
+                        ProxyConfig {
                             version,
                             ..config.clone()
-                        }) != last
-                        {
-                            last = ProxyConfig {
-                                version: version + 1,
-                                ..config
-                            };
-                            if tx.send(last.clone()).await.is_err() {
-                                return;
-                            }
+                        } == *l
+                    });
+                    if !unchanged {
+                        let next = ProxyConfig {
+                            version: version + 1,
+                            ..config
+                        };
+                        if tx.send(next.clone()).await.is_err() {
+                            return;
                         }
-                        if !targets.is_subset(&watched) {
-                            // A chain now reaches services not watched yet:
-                            // subscribe to them and read again.
-                            watched = targets;
-                            continue;
+                        last = Some(next);
+                        if let Some(o) = opened.take() {
+                            let _ = o.send(Ok(()));
                         }
-                    }
-                    Err(e) => {
-                        tracing::warn!(service = %plan.service, error = %e, "proxy config not recomputed; retrying");
-                        retry = Some(RETRY);
                     }
                 }
-                tokio::select! {
-                    _ = store.changed() => {}
-                    _ = local.changed() => {}
-                    _ = leaves.changed() => {}
-                    _ = tx.closed() => return,
-                    _ = tokio::time::sleep(retry.unwrap_or(RETRY)), if retry.is_some() => {}
+                Err(e) if opened.is_some() => {
+                    if !e.is_transient() || tokio::time::Instant::now() + RETRY >= deadline {
+                        if let Some(o) = opened.take() {
+                            let _ = o.send(Err(e));
+                        }
+                        return;
+                    }
+                    retry = true;
+                }
+                Err(e) if !e.is_transient() => {
+                    tracing::info!(error = %e, "no more config for this proxy");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "proxy config not recomputed; retrying");
+                    retry = true;
                 }
             }
-        });
+            let feed_changed = async {
+                match followed.as_mut() {
+                    Some((_, feed)) => feed.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                alive = feed_changed => {
+                    if !alive {
+                        followed = None;
+                    }
+                }
+                _ = local.changed() => {}
+                _ = leaves.changed() => {}
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(RETRY), if retry => {}
+            }
+        }
     }
 }
 

@@ -57,17 +57,7 @@ impl ApiState {
         topics: &[Topic],
         read: impl Fn(&StateData) -> (u64, T),
     ) -> Result<(QueryMeta, T), ApiError> {
-        // A follower answers a default read only after catching up with
-        // what the leader had committed (read-index), as Consul forwards
-        // such reads to the leader; `stale` reads answer from local state.
-        let catch_up = match opts.consistency {
-            Consistency::Consistent => true,
-            Consistency::Default => !self.node.is_leader(),
-            Consistency::Stale => false,
-        };
-        if catch_up {
-            self.node.barrier().await?;
-        }
+        self.caught_up(opts.consistency).await?;
         let deadline = (opts.min_index > 0).then(|| {
             let jitter = rand::thread_rng().gen_range(0..=opts.max_wait.as_millis() as u64 / 16);
             Instant::now() + opts.max_wait + Duration::from_millis(jitter)
@@ -95,6 +85,22 @@ impl ApiState {
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
+    }
+
+    /// Returns once this server's store may answer a read of `consistency`.
+    /// A follower answers a default read only after catching up with what
+    /// the leader had committed (read-index), as Consul forwards such reads
+    /// to the leader; `stale` reads answer from local state at once.
+    pub async fn caught_up(&self, consistency: Consistency) -> Result<(), ApiError> {
+        let catch_up = match consistency {
+            Consistency::Consistent => true,
+            Consistency::Default => !self.node.is_leader(),
+            Consistency::Stale => false,
+        };
+        if catch_up {
+            self.node.barrier().await?;
+        }
+        Ok(())
     }
 
     /// The query meta for data at `index`.

@@ -1,5 +1,6 @@
 //! `/v1/config`: write, read, list and delete config entries.
 
+use super::query::Consistency;
 use super::{Api, ApiError, ApiState, Ctx};
 use crate::config_entry::{self, ConfigEntry};
 use crate::discovery_chain::{validate_write, Change};
@@ -37,7 +38,9 @@ async fn bool_result(api: &ApiState, cmd: Command) -> Result<Response, ApiError>
 }
 
 /// Refuses a change that would break a discovery chain (or an L7
-/// intention) in this datacenter, with Consul's reason.
+/// intention) in this datacenter, with Consul's reason. Callers catch up
+/// with the leader first (`ApiState::caught_up`), so a follower judges the
+/// change against what the leader had committed.
 pub(super) fn check_graph(
     api: &ApiState,
     d: &StateData,
@@ -58,6 +61,7 @@ async fn write(State(api): Api, ctx: Ctx, body: Bytes) -> Result<Response, ApiEr
         name: &entry.name,
         entry: Some(&entry),
     };
+    api.caught_up(Consistency::Default).await?;
     check_graph(&api, &api.node.store().read(), change)?;
     bool_result(&api, Command::ConfigEntrySet { entry, cas }).await
 }
@@ -113,6 +117,7 @@ async fn delete(
         name: &name,
         entry: None,
     };
+    api.caught_up(Consistency::Default).await?;
     check_graph(&api, &api.node.store().read(), change)?;
     bool_result(&api, Command::ConfigEntryDelete { kind, name, cas }).await
 }

@@ -21,7 +21,12 @@ pub(super) fn routes() -> Router<ApiState> {
             "/v1/connect/ca/configuration",
             get(get_config).put(put_config),
         )
-        .route("/v1/agent/connect/ca/leaf/{service}", get(leaf))
+        .merge(agent_leaf_route())
+}
+
+/// The agent's own leaf endpoint, which a client agent serves too.
+pub(super) fn agent_leaf_route() -> Router<ApiState> {
+    Router::new().route("/v1/agent/connect/ca/leaf/{service}", get(leaf))
 }
 
 impl From<CaOpError> for ApiError {

@@ -1,15 +1,14 @@
 //! A client agent's API. It answers what it holds itself (`/v1/agent/*`: its
-//! services, checks, members and metrics) and forwards every other request
-//! to a server over RPC, which answers it with its own API, blocking
-//! queries included.
+//! services, checks, members and metrics, its leaves and its proxies'
+//! configs) and forwards every other request to a server over RPC, which
+//! answers it with its own API, blocking queries included.
 
-use super::{agent, members, metrics, Api, ApiError, ApiState};
+use super::{agent, connect_ca, members, metrics, proxy_config, Api, ApiError, ApiState};
 use crate::rpc::HttpExchange;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
 use axum::Router;
 use std::time::Duration;
 
@@ -35,21 +34,11 @@ pub fn client_router(state: ApiState) -> Router {
         .merge(agent::routes())
         .merge(members::routes())
         .merge(metrics::routes())
-        .route("/v1/agent/connect/ca/leaf/{service}", any(not_on_clients))
-        .route("/v1/agent/connect/proxy-config", any(not_on_clients))
-        .route("/v1/agent/connect/proxy-config/{id}", any(not_on_clients))
+        .merge(connect_ca::agent_leaf_route())
+        .merge(proxy_config::routes())
         .fallback(forward)
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
-}
-
-async fn not_on_clients() -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_IMPLEMENTED,
-        message: "Leaf certificates and proxy configs are served by server agents for now: \
-                  register Connect services with a server agent"
-            .into(),
-    }
 }
 
 async fn forward(State(api): Api, req: Request) -> Response {

@@ -1,6 +1,7 @@
 //! `/v1/connect/intentions/*` and `/v1/agent/connect/authorize`: intentions
 //! by source and destination name, kept in `service-intentions` entries.
 
+use super::query::Consistency;
 use super::{Api, ApiError, ApiState, Ctx};
 use crate::config_entry::intentions::{
     decide, sort_by_precedence, Action, Intention, IntentionPermission, LegacyIntention,
@@ -63,10 +64,10 @@ fn find(all: Vec<Intention>, source: &str, destination: &str) -> Option<Intentio
 
 async fn exact_get(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
     let (source, destination) = (required(&ctx, "source")?, required(&ctx, "destination")?);
-    let (index, all) = read_all(&api.node.store().read());
-    let found = find(all, source, destination);
-    match found {
-        Some(i) => Ok(api.meta(index).json(&i)),
+    let opts = ctx.query()?;
+    let (qm, all) = api.blocking(&opts, &[topic()], read_all).await?;
+    match find(all, source, destination) {
+        Some(i) => Ok(qm.json(&i)),
         None => Err(ApiError::not_found("Intention not found")),
     }
 }
@@ -106,12 +107,13 @@ fn checked_source_type(source_type: &str) -> Result<(), ApiError> {
 
 /// Refuses an exact write that would leave the destination's entry
 /// invalid, or an L7 intention on a service that does not speak HTTP.
-fn check_exact_write(
+async fn check_exact_write(
     api: &ApiState,
     source: &str,
     destination: &str,
     b: &ExactBody,
 ) -> Result<(), ApiError> {
+    api.caught_up(Consistency::Default).await?;
     let d = api.node.store().read();
     let source = SourceIntention::new(
         source,
@@ -149,7 +151,7 @@ async fn exact_put(State(api): Api, ctx: Ctx, body: Bytes) -> Result<Response, A
         }
         _ => {}
     }
-    check_exact_write(&api, source, destination, &b)?;
+    check_exact_write(&api, source, destination, &b).await?;
     api.write(Command::IntentionUpsert {
         source: source.to_string(),
         destination: destination.to_string(),
@@ -298,6 +300,7 @@ async fn matches(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
 
 async fn check(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
     let (source, destination) = (required(&ctx, "source")?, required(&ctx, "destination")?);
+    api.caught_up(ctx.query()?.consistency).await?;
     let all = api.node.store().read().intentions();
     let (action, _) = decide(
         &all,
@@ -325,7 +328,7 @@ fn spiffe_service(uri: &str) -> Option<&str> {
         .filter(|s| !s.is_empty() && !s.contains('/'))
 }
 
-async fn authorize(State(api): Api, _ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
+async fn authorize(State(api): Api, ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
     let b: AuthorizeBody = super::decode_body(&body)?;
     if b.target.is_empty() {
         return Err(ApiError::bad_request("Target service must be specified"));
@@ -336,6 +339,7 @@ async fn authorize(State(api): Api, _ctx: Ctx, body: Bytes) -> Result<Response, 
             b.client_cert_uri
         ))
     })?;
+    api.caught_up(ctx.query()?.consistency).await?;
     let all = api.node.store().read().intentions();
     let (action, by) = decide(
         &all,

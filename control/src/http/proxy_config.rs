@@ -20,7 +20,6 @@ use axum::routing::get;
 use axum::Router;
 use std::convert::Infallible;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// How often an idle stream carries an empty line.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -102,14 +101,13 @@ fn line(config: &mesh_proxy::ProxyConfig) -> Bytes {
 }
 
 async fn stream(api: ApiState, req: ProxyRequest) -> Result<Response, ApiError> {
-    let first = api.proxies.first(&req, FIRST_WAIT).await?;
-    let (tx, rx) = mpsc::channel(4);
-    let head = line(&first);
-    api.proxies.follow(req, first, tx);
+    let mut rx = api.proxies.open(req, FIRST_WAIT).await?;
+    // The first config is there already: send it before any heartbeat.
+    let head = rx.try_recv().ok().map(|first| line(&first));
     let heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     let open = crate::metrics::InFlight::new(&crate::metrics::global().proxy_config_streams);
     let lines = futures_util::stream::unfold(
-        (Some(head), rx, heartbeat, open),
+        (head, rx, heartbeat, open),
         |(head, mut rx, mut heartbeat, open)| async move {
             let next = match head {
                 Some(head) => head,

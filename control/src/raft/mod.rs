@@ -359,6 +359,48 @@ impl RaftNode {
         }
     }
 
+    /// Has a server sign a leaf CSR for `service` in `datacenter` (a client
+    /// agent's leaf; the key stays here).
+    pub async fn sign_leaf(
+        &self,
+        csr: String,
+        service: &str,
+        datacenter: &str,
+    ) -> Result<mesh_ca::IssuedCert, crate::server::ca::CaOpError> {
+        let req = Request::SignLeaf {
+            csr,
+            service: service.to_string(),
+            datacenter: datacenter.to_string(),
+        };
+        let internal = |e: String| crate::server::ca::CaOpError::Internal(e);
+        match self.on_any_server(&req, HOLD_TIMEOUT).await {
+            Ok(Response::Signed(signed)) => signed,
+            Ok(other) => Err(internal(unexpected(other).to_string())),
+            Err(e) => Err(internal(e.to_string())),
+        }
+    }
+
+    /// Asks a server for the view of a client agent's proxy `plan`, once it
+    /// differs from `known` or `wait` has passed.
+    pub async fn proxy_view(
+        &self,
+        plan: crate::agent::proxycfg::Plan,
+        datacenter: String,
+        known: Option<mesh_proxy::ProxyConfig>,
+        wait: Duration,
+    ) -> Result<mesh_proxy::ProxyConfig, RaftError> {
+        let req = Request::ProxyView {
+            plan,
+            datacenter,
+            known: known.map(Box::new),
+            wait_ms: wait.as_millis() as u64,
+        };
+        match self.on_any_server(&req, wait + HOLD_TIMEOUT).await? {
+            Response::ProxyView(view) => Ok(*view),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Answers a DNS query through a server's DNS (a client agent's
     /// forwarding); `None` when the query gets no reply.
     pub async fn forward_dns(

@@ -68,6 +68,28 @@ pub enum Request {
         /// The node name.
         node: String,
     },
+    /// Sign a client agent's leaf CSR (Consul's `ConnectCA.Sign`); the
+    /// key stays with the client.
+    SignLeaf {
+        /// The CSR, PEM.
+        csr: String,
+        /// The service the leaf is for.
+        service: String,
+        /// Its datacenter.
+        datacenter: String,
+    },
+    /// The servers' side of a client agent's proxy config, once it differs
+    /// from `known` (a long poll of at most `wait_ms`).
+    ProxyView {
+        /// What the proxy listens for and where it sends.
+        plan: crate::agent::proxycfg::Plan,
+        /// The agent's datacenter.
+        datacenter: String,
+        /// The view the client holds, if any.
+        known: Option<Box<mesh_proxy::ProxyConfig>>,
+        /// How long to wait for a change, in milliseconds.
+        wait_ms: u64,
+    },
     /// A DNS query a client agent forwards, answered by this server's DNS.
     Dns {
         /// The query message.
@@ -164,4 +186,8 @@ pub enum Response {
     /// Answers [`Request::Dns`]: the reply message; empty when the query
     /// gets no reply.
     Dns(#[serde(with = "base64_bytes")] Vec<u8>),
+    /// Answers [`Request::SignLeaf`].
+    Signed(Result<mesh_ca::IssuedCert, crate::server::ca::CaOpError>),
+    /// Answers [`Request::ProxyView`].
+    ProxyView(Box<mesh_proxy::ProxyConfig>),
 }

@@ -3,7 +3,9 @@
 
 use super::wire::{read_frame, write_frame, WireError, MAX_FRAME, PROTOCOL_MARKER};
 use super::{HttpExchange, NodeRecord, Request, Response};
+use crate::agent::proxy_view;
 use crate::raft::RaftNode;
+use crate::server::ca::CaManager;
 use axum::body::Body;
 use axum::Router;
 use mesh_dns::DnsServer;
@@ -22,6 +24,8 @@ pub struct RpcHandlers {
     pub http: Router,
     /// This server's DNS.
     pub dns: Arc<DnsServer>,
+    /// This server's CA, which signs client agents' leaves.
+    pub ca: Arc<CaManager>,
 }
 
 /// Accepts connections until the task is dropped.
@@ -87,6 +91,22 @@ async fn dispatch(handlers: &RpcHandlers, req: Request) -> Response {
                 services: data.services.get(&name).cloned().unwrap_or_default(),
                 checks: data.checks.get(&name).cloned().unwrap_or_default(),
             })
+        }
+        Request::SignLeaf {
+            csr,
+            service,
+            datacenter,
+        } => Response::Signed(handlers.ca.sign(&csr, &service, &datacenter)),
+        Request::ProxyView {
+            plan,
+            datacenter,
+            known,
+            wait_ms,
+        } => {
+            let wait = std::time::Duration::from_millis(wait_ms);
+            let known = known.map(|k| *k);
+            let view = proxy_view::answer(node.store().clone(), plan, datacenter, known, wait);
+            Response::ProxyView(Box::new(view.await))
         }
         leader_only => node.handle_as_leader(leader_only).await,
     }

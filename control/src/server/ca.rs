@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Why a CA operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum CaOpError {
     /// The CA has not been initialized yet.
