@@ -555,19 +555,21 @@ impl ProxyConfigs {
             let mut leaves = self.leaves.subscribe();
             let computed = match self.plan(&req) {
                 Ok(plan) => {
-                    if followed.as_ref().is_none_or(|(p, _)| *p != plan) {
-                        let feed = self
-                            .views
-                            .follow(plan.clone(), &self.agent.config().datacenter);
-                        followed = Some((plan, feed));
-                    }
-                    let view = followed
-                        .as_mut()
-                        .map(|(_, feed)| feed.borrow_and_update().clone());
+                    // A new plan (the registration changed) gets a new feed;
+                    // dropping the old one ends it.
+                    let (plan, mut feed) = match followed.take() {
+                        Some((p, feed)) if p == plan => (p, feed),
+                        _ => {
+                            let dc = &self.agent.config().datacenter;
+                            let feed = self.views.follow(plan.clone(), dc);
+                            (plan, feed)
+                        }
+                    };
+                    let view = feed.borrow_and_update().clone();
+                    followed = Some((plan, feed));
                     match view {
-                        Some(Ok(view)) => self.assemble(&view).await,
-                        Some(Err(why)) => Err(ProxyCfgError::Servers(why)),
-                        None => Err(ProxyCfgError::Servers("no view".into())),
+                        Ok(view) => self.assemble(&view).await,
+                        Err(why) => Err(ProxyCfgError::Servers(why)),
                     }
                 }
                 Err(e) => Err(e),
