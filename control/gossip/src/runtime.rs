@@ -342,11 +342,7 @@ impl Loop {
                     Ok((n, from)) => self.handle_packet(&buf[..n], from),
                     Err(e) => tracing::debug!(error = %e, "gossip UDP receive failed"),
                 },
-                Some(timer) = timer_rx.recv() => {
-                    if let Err(e) = self.foca.handle_timer(timer, &mut self.rt) {
-                        tracing::debug!(error = %e, "foca timer");
-                    }
-                }
+                Some(timer) = timer_rx.recv() => self.handle_timer(timer),
                 Some(cmd) = cmds.recv() => {
                     if self.command(cmd).await {
                         break;
@@ -359,6 +355,26 @@ impl Loop {
             self.flush().await;
         }
         tracing::debug!(node = %self.shared.cfg.node_name, "gossip loop stopped");
+    }
+
+    fn handle_timer(&mut self, timer: Timer<NodeId>) {
+        if let Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = &timer
+        {
+            if !suspicion_stands(self.foca.iter_membership_state(), member_id, *incarnation) {
+                // Refuted meanwhile. foca 2.0.0 would still send the member
+                // its TurnUndead courtesy message, as if it had declared it
+                // down, and the live member would rejoin under a new
+                // identity.
+                return;
+            }
+        }
+        if let Err(e) = self.foca.handle_timer(timer, &mut self.rt) {
+            tracing::debug!(error = %e, "foca timer");
+        }
     }
 
     fn handle_packet(&mut self, data: &[u8], from: SocketAddr) {
@@ -754,9 +770,41 @@ impl Loop {
     }
 }
 
+/// Whether a suspicion of `id` at `incarnation` still stands when its timer
+/// fires, as foca checks it: the member at that address is still `id` at
+/// that incarnation (not refuted with a higher one, not replaced).
+fn suspicion_stands<'a>(
+    mut members: impl Iterator<Item = &'a foca::Member<NodeId>>,
+    id: &NodeId,
+    incarnation: Incarnation,
+) -> bool {
+    members
+        .find(|m| m.id().addr == id.addr)
+        .is_some_and(|m| m.id() == id && m.incarnation() == incarnation)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refuted_or_replaced_suspect_is_not_declared_down() {
+        let id = |port, generation| NodeId {
+            name: "b".into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            generation,
+        };
+        let b = id(2, 1);
+        let member = |id: &NodeId, inc, state| foca::Member::new(id.clone(), inc, state);
+        let other = member(&id(3, 1), 4, State::Suspect);
+        let stands = |m: foca::Member<NodeId>| suspicion_stands([other.clone(), m].iter(), &b, 4);
+        assert!(stands(member(&b, 4, State::Suspect)));
+        // Already down at that incarnation: foca may still tell it.
+        assert!(stands(member(&b, 4, State::Down)));
+        assert!(!stands(member(&b, 5, State::Alive)), "refuted");
+        assert!(!stands(member(&id(2, 2), 4, State::Suspect)), "a new life");
+        assert!(!suspicion_stands([other.clone()].iter(), &b, 4), "gone");
+    }
 
     #[test]
     fn sealed_foca_packets_fit_in_max_udp() {
