@@ -13,6 +13,12 @@
 //!   refutation), driven by one tokio task that owns the UDP socket
 //!   (`runtime`). Identities are name + address + generation (start time), so
 //!   a restarted node is a new life that wins over its old one.
+//! * **Lifeguard**, as memberlist has it: a member whose UDP probe failed is
+//!   pinged over TCP, and refutes the suspicion itself if it answers
+//!   (`ping`); a local health score slows this node's probing while its own
+//!   probes fail or it has to refute suspicion (`awareness`). Suspicion
+//!   timeouts stay fixed: foca has no hook to shorten them as independent
+//!   confirmations arrive.
 //! * **Intents** (tags, leave, force-leave) ride foca's custom broadcasts and
 //!   are also sent directly by their origin; they turn a member that went down
 //!   into Left instead of Failed, and spread tags (`members`, `wire`).
@@ -25,6 +31,7 @@
 
 #![warn(missing_docs)]
 
+mod awareness;
 mod broadcast;
 mod config;
 mod crypto;
@@ -32,6 +39,7 @@ mod error;
 mod identity;
 mod keyring;
 mod members;
+mod ping;
 mod runtime;
 mod tcp;
 mod wire;
@@ -147,6 +155,14 @@ impl Gossip {
     /// `changed()`.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.shared.changes()
+    }
+
+    /// Lifeguard's local health score (memberlist's `GetHealthScore`,
+    /// Consul's `memberlist.health.score` metric): 0 while this node's
+    /// probes are acknowledged, rising to 7 as they fail or as it has to
+    /// refute suspicion of itself. Probing slows by `score + 1`.
+    pub fn health_score(&self) -> u32 {
+        self.shared.health_score()
     }
 
     /// Replaces this node's tags and announces them to the pool.

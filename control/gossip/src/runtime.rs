@@ -1,14 +1,18 @@
 //! The runtime loop that drives foca: one task owns the foca instance and the
 //! UDP socket, feeds it packets, timers and commands, sends what it produces
-//! and turns its notifications into member-table changes.
+//! and turns its notifications into member-table changes, the local health
+//! score (`awareness`) and TCP pings of members whose probe failed (`ping`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU8, NonZeroUsize};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
+use foca::{
+    AccumulatingRuntime, Foca, Incarnation, OwnedNotification, PostcardCodec, State, Timer,
+};
 use foca_rand::rngs::StdRng;
 use foca_rand::SeedableRng;
 use rand::RngCore;
@@ -16,6 +20,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::awareness::{Health, MAX_MULTIPLIER};
 use crate::broadcast::{Inbox, IntentHandler};
 use crate::config::GossipConfig;
 use crate::crypto::{Keyring, OVERHEAD};
@@ -48,6 +53,20 @@ pub(crate) enum Command {
         name: String,
         reply: oneshot::Sender<Result<(), GossipError>>,
     },
+    /// A TCP ping says `target` is suspected at `incarnation`; reply with
+    /// this node's alive state (after refuting, if `target` is this node),
+    /// or why not.
+    Ping {
+        target: NodeId,
+        incarnation: Incarnation,
+        reply: oneshot::Sender<Result<(NodeId, Incarnation), String>>,
+    },
+    /// A member answered our TCP ping: it is alive as `id` at
+    /// `incarnation`.
+    Alive {
+        id: NodeId,
+        incarnation: Incarnation,
+    },
 }
 
 /// State shared by the handle, the loop and the TCP server.
@@ -61,6 +80,11 @@ pub(crate) struct Shared {
     cmd: mpsc::Sender<Command>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The loop's health score, for [`crate::Gossip::health_score`].
+    health_score: AtomicU32,
+    /// Fault injection for tests: drop every UDP packet received.
+    #[cfg(test)]
+    pub(crate) drop_inbound_udp: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -90,6 +114,10 @@ impl Shared {
 
     pub(crate) fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    pub(crate) fn health_score(&self) -> u32 {
+        self.health_score.load(Ordering::Relaxed)
     }
 
     /// Sends a command to the loop; fails once the loop has stopped.
@@ -207,6 +235,9 @@ pub(crate) async fn start(cfg: GossipConfig) -> Result<Arc<Shared>, GossipError>
         cmd: cmd_tx,
         stop,
         tasks: Mutex::new(Vec::new()),
+        health_score: AtomicU32::new(0),
+        #[cfg(test)]
+        drop_inbound_udp: Default::default(),
     });
 
     let handler = IntentHandler::default();
@@ -230,6 +261,7 @@ pub(crate) async fn start(cfg: GossipConfig) -> Result<Arc<Shared>, GossipError>
         socket: udp,
         inbox,
         timers,
+        health: Health::new(MAX_MULTIPLIER),
     };
     let intent = shared.table().local_tags_intent();
     lp.add_broadcast(&intent);
@@ -281,6 +313,7 @@ struct Loop {
     socket: UdpSocket,
     inbox: Arc<Mutex<Inbox>>,
     timers: mpsc::UnboundedSender<Timer<NodeId>>,
+    health: Health<NodeId>,
 }
 
 impl Loop {
@@ -309,11 +342,7 @@ impl Loop {
                     Ok((n, from)) => self.handle_packet(&buf[..n], from),
                     Err(e) => tracing::debug!(error = %e, "gossip UDP receive failed"),
                 },
-                Some(timer) = timer_rx.recv() => {
-                    if let Err(e) = self.foca.handle_timer(timer, &mut self.rt) {
-                        tracing::debug!(error = %e, "foca timer");
-                    }
-                }
+                Some(timer) = timer_rx.recv() => self.handle_timer(timer),
                 Some(cmd) = cmds.recv() => {
                     if self.command(cmd).await {
                         break;
@@ -328,7 +357,31 @@ impl Loop {
         tracing::debug!(node = %self.shared.cfg.node_name, "gossip loop stopped");
     }
 
+    fn handle_timer(&mut self, timer: Timer<NodeId>) {
+        if let Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = &timer
+        {
+            if !suspicion_stands(self.foca.iter_membership_state(), member_id, *incarnation) {
+                // Refuted meanwhile. foca 2.0.0 would still send the member
+                // its TurnUndead courtesy message, as if it had declared it
+                // down, and the live member would rejoin under a new
+                // identity.
+                return;
+            }
+        }
+        if let Err(e) = self.foca.handle_timer(timer, &mut self.rt) {
+            tracing::debug!(error = %e, "foca timer");
+        }
+    }
+
     fn handle_packet(&mut self, data: &[u8], from: SocketAddr) {
+        #[cfg(test)]
+        if self.shared.drop_inbound_udp.load(Ordering::Relaxed) {
+            return;
+        }
         let plain = match self.shared.keyring().open(data) {
             Ok(p) => p,
             Err(e) => {
@@ -365,6 +418,14 @@ impl Loop {
             Command::ForceLeave { name, reply } => {
                 let _ = reply.send(self.force_leave(&name).await);
             }
+            Command::Ping {
+                target,
+                incarnation,
+                reply,
+            } => {
+                let _ = reply.send(self.answer_ping(&target, incarnation));
+            }
+            Command::Alive { id, incarnation } => self.alive(id, incarnation),
             Command::Leave { reply } => {
                 self.leave().await;
                 let _ = reply.send(());
@@ -372,6 +433,79 @@ impl Loop {
             }
         }
         false
+    }
+
+    /// Answers a TCP ping that suspects `target` at `incarnation`. If that
+    /// is this node's identity, foca refutes the suspicion (a higher
+    /// incarnation, gossiped at once); the reply is the alive state to
+    /// show the prober.
+    fn answer_ping(
+        &mut self,
+        target: &NodeId,
+        incarnation: Incarnation,
+    ) -> Result<(NodeId, Incarnation), String> {
+        let me = self.foca.identity().clone();
+        if target.name != me.name {
+            return Err(format!("this is node {:?}, not {:?}", me.name, target.name));
+        }
+        if *target == me {
+            tracing::debug!(
+                incarnation,
+                "a member's probe of this node failed; refuting its suspicion"
+            );
+            let suspect = foca::Member::new(me.clone(), incarnation, State::Suspect);
+            if let Err(e) = self
+                .foca
+                .apply_many(std::iter::once(suspect), true, &mut self.rt)
+            {
+                tracing::debug!(error = %e, "foca refute suspicion");
+            }
+            // foca's incarnation is not public: its sends spreading the
+            // refutation show it to `health`. Without any, the refuted
+            // incarnation plus one is a floor foca has reached.
+            self.notifications();
+            if *self.foca.identity() == me {
+                self.health.refuted(&me, incarnation.saturating_add(1));
+                self.store_health();
+            }
+        }
+        let id = self.foca.identity().clone();
+        let incarnation = self.health.incarnation(&id);
+        Ok((id, incarnation))
+    }
+
+    /// A member we suspected answered a TCP ping: apply and spread its
+    /// alive state, which outranks the suspicion.
+    fn alive(&mut self, id: NodeId, incarnation: Incarnation) {
+        if !self.shared.table().is_current_or_newer(&id) {
+            return;
+        }
+        let m = foca::Member::new(id, incarnation, State::Alive);
+        if let Err(e) = self.foca.apply_many(std::iter::once(m), true, &mut self.rt) {
+            tracing::debug!(error = %e, "foca apply TCP ping answer");
+        }
+        self.notifications();
+    }
+
+    /// A probe of `id` failed: if foca now suspects it, ask it over TCP.
+    fn ping_suspect(&self, id: NodeId) {
+        let suspected = self
+            .foca
+            .iter_membership_state()
+            .find(|m| *m.id() == id && m.state() == State::Suspect)
+            .map(|m| m.incarnation());
+        if let Some(incarnation) = suspected {
+            crate::ping::spawn(self.shared.clone(), id, incarnation);
+        }
+    }
+
+    /// Publishes the health score for [`crate::Gossip::health_score`].
+    fn store_health(&self) {
+        let score = self.health.score();
+        let old = self.shared.health_score.swap(score, Ordering::Relaxed);
+        if old != score {
+            tracing::debug!(score, old, "local health score changed");
+        }
     }
 
     async fn leave(&mut self) {
@@ -454,6 +588,8 @@ impl Loop {
             tracing::debug!(error = %e, "foca change identity");
             return;
         }
+        self.health.renewed();
+        self.store_health();
         self.shared.table().renew_local(renewed);
         let intent = self.shared.table().local_tags_intent();
         self.add_broadcast(&intent);
@@ -523,14 +659,17 @@ impl Loop {
                 busy = true;
                 self.send_udp(UDP_FOCA, &data, to.addr).await;
             }
+            // Notifications before timers: a probe that just failed raises
+            // the health score before the next cycle's timers are scaled.
+            busy |= self.notifications();
             while let Some((after, timer)) = self.rt.to_schedule() {
+                let after = self.health.timer_delay(&timer, after);
                 let tx = self.timers.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(after).await;
                     let _ = tx.send(timer);
                 });
             }
-            busy |= self.notifications();
             let queue =
                 std::mem::take(&mut self.inbox.lock().unwrap_or_else(|e| e.into_inner()).queue);
             for intent in queue {
@@ -584,6 +723,7 @@ impl Loop {
                         generation = new.generation,
                         "declared down by the pool; rejoined with a renewed identity"
                     );
+                    self.health.renewed();
                     self.shared.table().renew_local(new);
                     let intent = self.shared.table().local_tags_intent();
                     self.add_broadcast(&intent);
@@ -593,6 +733,19 @@ impl Loop {
                     tracing::warn!("this node was declared down by the pool");
                     vec![]
                 }
+                OwnedNotification::DataSent(header) => {
+                    self.health.sent(&header);
+                    vec![]
+                }
+                OwnedNotification::DataReceived(header) => {
+                    self.health.received(&header);
+                    vec![]
+                }
+                OwnedNotification::ProbeFailed(_, id) => {
+                    self.health.probe_failed();
+                    self.ping_suspect(id);
+                    vec![]
+                }
                 other => {
                     tracing::trace!(notification = ?other, "foca");
                     vec![]
@@ -600,6 +753,7 @@ impl Loop {
             };
             self.shared.publish(events);
         }
+        self.store_health();
         if membership_changed {
             let want = self
                 .shared
@@ -616,9 +770,41 @@ impl Loop {
     }
 }
 
+/// Whether a suspicion of `id` at `incarnation` still stands when its timer
+/// fires, as foca checks it: the member at that address is still `id` at
+/// that incarnation (not refuted with a higher one, not replaced).
+fn suspicion_stands<'a>(
+    mut members: impl Iterator<Item = &'a foca::Member<NodeId>>,
+    id: &NodeId,
+    incarnation: Incarnation,
+) -> bool {
+    members
+        .find(|m| m.id().addr == id.addr)
+        .is_some_and(|m| m.id() == id && m.incarnation() == incarnation)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refuted_or_replaced_suspect_is_not_declared_down() {
+        let id = |port, generation| NodeId {
+            name: "b".into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            generation,
+        };
+        let b = id(2, 1);
+        let member = |id: &NodeId, inc, state| foca::Member::new(id.clone(), inc, state);
+        let other = member(&id(3, 1), 4, State::Suspect);
+        let stands = |m: foca::Member<NodeId>| suspicion_stands([other.clone(), m].iter(), &b, 4);
+        assert!(stands(member(&b, 4, State::Suspect)));
+        // Already down at that incarnation: foca may still tell it.
+        assert!(stands(member(&b, 4, State::Down)));
+        assert!(!stands(member(&b, 5, State::Alive)), "refuted");
+        assert!(!stands(member(&id(2, 2), 4, State::Suspect)), "a new life");
+        assert!(!suspicion_stands([other.clone()].iter(), &b, 4), "gone");
+    }
 
     #[test]
     fn sealed_foca_packets_fit_in_max_udp() {

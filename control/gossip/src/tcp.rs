@@ -1,6 +1,6 @@
 //! The TCP side of the gossip port: push-pull state exchange (join and
-//! anti-entropy) and keyring operations, one request and one reply per
-//! connection.
+//! anti-entropy), pings after a failed UDP probe (`ping`) and keyring
+//! operations, one request and one reply per connection.
 //!
 //! A frame is a 4-byte big-endian length and a sealed envelope. A server that
 //! cannot open a request answers with a plaintext notice frame
@@ -173,6 +173,27 @@ async fn handle(mut stream: TcpStream, shared: &Shared) -> Result<(), GossipErro
             }
         }
         Request::Keyring(op) => Response::Keyring(crate::keyring::apply_local(shared, &op)),
+        Request::Ping {
+            target,
+            incarnation,
+        } => {
+            let (tx, rx) = oneshot::channel();
+            let asked = shared
+                .send(Command::Ping {
+                    target,
+                    incarnation,
+                    reply: tx,
+                })
+                .await;
+            match asked {
+                Ok(()) => match rx.await {
+                    Ok(Ok((id, incarnation))) => Response::Pong { id, incarnation },
+                    Ok(Err(e)) => Response::Error(e),
+                    Err(_) => Response::Error("the gossip pool is shut down".into()),
+                },
+                Err(_) => Response::Error("the gossip pool is shut down".into()),
+            }
+        }
     };
     let body = postcard::to_allocvec(&resp).map_err(|e| GossipError::Protocol(e.to_string()))?;
     let sealed = shared.keyring().seal(&body);

@@ -4,10 +4,11 @@
 //! UDP payloads start with a kind byte: [`UDP_FOCA`] for foca's SWIM messages,
 //! [`UDP_INTENT`] for an [`Intent`] sent directly rather than piggybacked.
 //! TCP carries one length-prefixed [`Request`] and one [`Response`] per
-//! connection.
+//! connection. New variants go at the end of an enum: postcard numbers them.
 
 use std::collections::BTreeMap;
 
+use foca::Incarnation;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::NodeId;
@@ -117,6 +118,14 @@ pub(crate) enum Request {
     },
     /// A keyring operation.
     Keyring(KeyringOp),
+    /// memberlist's TCP ping, sent when a UDP probe of `target` failed: the
+    /// sender suspects `target` at `incarnation`. If `target` is the
+    /// receiver's current identity, it refutes the suspicion (Lifeguard's
+    /// buddy system: it hears of it from the prober itself).
+    Ping {
+        target: NodeId,
+        incarnation: Incarnation,
+    },
 }
 
 /// What a TCP server answers.
@@ -129,6 +138,12 @@ pub(crate) enum Response {
     Keyring(Result<Vec<Vec<u8>>, String>),
     /// The server could not serve the request.
     Error(String),
+    /// Answer to [`Request::Ping`]: the server is alive as `id` at (at least)
+    /// `incarnation`, above the suspected one if `id` was the target.
+    Pong {
+        id: NodeId,
+        incarnation: Incarnation,
+    },
 }
 
 /// Encoded size of a tag map, as gossiped.
@@ -165,6 +180,27 @@ mod tests {
         assert!(t(2, 0).invalidates(&t(1, 9)));
         assert!(!t(1, 1).invalidates(&t(1, 2)));
         assert!(!Intent::Leave { id: id(5) }.key().invalidates(&t(1, 1)));
+    }
+
+    #[test]
+    fn new_variants_keep_the_old_numbers() {
+        let first_byte = |bytes: Vec<u8>| bytes[0];
+        let req = |r: &Request| first_byte(postcard::to_allocvec(r).unwrap());
+        let resp = |r: &Response| first_byte(postcard::to_allocvec(r).unwrap());
+        assert_eq!(req(&Request::Keyring(KeyringOp::List)), 1);
+        let ping = Request::Ping {
+            target: id(7),
+            incarnation: 3,
+        };
+        assert_eq!(req(&ping), 2);
+        assert_eq!(resp(&Response::Error(String::new())), 2);
+        let pong = Response::Pong {
+            id: id(7),
+            incarnation: 4,
+        };
+        assert_eq!(resp(&pong), 3);
+        let back: Response = postcard::from_bytes(&postcard::to_allocvec(&pong).unwrap()).unwrap();
+        assert!(matches!(back, Response::Pong { id: i, incarnation: 4 } if i == id(7)));
     }
 
     #[test]
