@@ -164,13 +164,15 @@ impl RaftNode {
     pub async fn start(config: RaftConfig, store: Arc<Store>) -> Result<RaftNode, RaftError> {
         let raft_config = openraft::Config {
             cluster_name: "mesh".into(),
-            heartbeat_interval: 250,
-            // openraft makes followers refuse every candidate for a lease of
-            // `election_timeout_max` after they last heard the leader, so a
-            // narrow range keeps the round after the refused first one short
-            // (fail-over ~2–2.6 s rather than 2–4 s; bench/RESULTS.md).
-            election_timeout_min: 1000,
-            election_timeout_max: 1300,
+            // A follower with a leader waits its leader lease
+            // (`election_timeout_max`) plus its own election timeout (drawn
+            // once from the range) without a heartbeat before it stands, so
+            // a lost leader is replaced after max + [min, max]: 1.3–1.5 s
+            // here (openraft 0.9 `RaftCore::handle_tick_election`;
+            // bench/RESULTS.md).
+            heartbeat_interval: 150,
+            election_timeout_min: 600,
+            election_timeout_max: 800,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
             max_in_snapshot_log_to_keep: 100,
             ..Default::default()
