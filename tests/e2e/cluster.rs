@@ -3,7 +3,9 @@
 //! under load without losing an acknowledged write, and catch a restarted
 //! server up.
 
-use crate::support::{eventually, parked_queries, Agent};
+use crate::support::{
+    echo_server, eventually, instance, parked_queries, round_trip, Agent, MeshProcess, PROXY_WAIT,
+};
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -592,4 +594,74 @@ async fn session_ttls_run_on_the_leader_and_renewals_through_followers_reach_it(
         "expired before 2 x TTL after the last renewal: {:?}",
         stopped.elapsed()
     );
+}
+
+/// A client agent's sidecar and client proxy keep following the servers
+/// while each server in turn is killed and restarted: the client's long
+/// polls and CSR signing move to a live server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_agent_proxies_follow_the_servers_through_server_failures() {
+    let dirs: Vec<TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers = three_servers(&dirs, &[]);
+    agreed_leader(&servers.iter().collect::<Vec<_>>(), 3).await;
+    let client_dir = tempfile::tempdir().unwrap();
+    let client = Agent::start(&[
+        "-node=c1",
+        &format!("-data-dir={}", client_dir.path().display()),
+        &format!("-retry-join=127.0.0.1:{}", servers[0].serf_lan),
+        "-retry-interval=200ms",
+    ]);
+    eventually(FORM, "the client agent in the catalog", || async {
+        let node = servers[0].get("/v1/catalog/node/c1").await.json();
+        (node["Node"]["Node"] == "c1").then_some(())
+    })
+    .await;
+    let (sidecar, _) = instance(&client, "socat", "socat-1", echo_server().await).await;
+    let web = MeshProcess::spawn(
+        &client,
+        &["proxy", "-service", "web", "-upstream", "socat:0"],
+    );
+    let upstream = web.wait_line("Upstream socat:", PROXY_WAIT);
+    eventually(
+        PROXY_WAIT,
+        "an echo through the client's proxies",
+        || async { round_trip(&upstream, b"up").await },
+    )
+    .await;
+
+    for (i, name) in ["s1", "s2", "s3"].into_iter().enumerate() {
+        let (rpc, serf) = (server_port(&servers[i]).await, servers[i].serf_lan);
+        servers[i].kill9();
+        let live = &servers[(i + 1) % 3];
+        let leaf = client
+            .get(&format!("/v1/agent/connect/ca/leaf/new-{i}"))
+            .await;
+        assert_eq!(
+            leaf.status, 200,
+            "a new leaf with {name} down: {}",
+            leaf.text
+        );
+        live.cli_ok(&["intention", "create", "-deny", "web", "socat"]);
+        let what = format!("the deny to reach the client's proxies with {name} down");
+        eventually(PROXY_WAIT, &what, || async {
+            round_trip(&upstream, b"x").await.is_none().then_some(())
+        })
+        .await;
+        live.cli_ok(&["intention", "delete", "web", "socat"]);
+        let what = format!("the allow to return with {name} down");
+        eventually(PROXY_WAIT, &what, || async {
+            round_trip(&upstream, b"back").await
+        })
+        .await;
+        servers[i] = start_server(
+            name,
+            &dirs[i],
+            &[
+                format!("-server-port={rpc}"),
+                format!("-serf-lan-port={serf}"),
+            ],
+        );
+        agreed_leader(&servers.iter().collect::<Vec<_>>(), 3).await;
+    }
+    drop((web, sidecar));
 }

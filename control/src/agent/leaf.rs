@@ -18,8 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
-/// How long a client agent's roots request may wait for a change.
-const ROOTS_WAIT: Duration = Duration::from_secs(300);
+/// How long a client agent's roots request may wait for a change: short
+/// enough that a server lost without a closed connection is noticed within
+/// a minute.
+const ROOTS_WAIT: Duration = Duration::from_secs(60);
 
 /// How long a client agent's first signing waits for the servers' roots.
 const ROOTS_FIRST_WAIT: Duration = Duration::from_secs(10);

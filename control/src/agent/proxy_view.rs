@@ -20,8 +20,10 @@ use tokio::time::Instant;
 /// The latest view of one plan, or why there is none yet.
 pub(crate) type View = Result<ProxyConfig, String>;
 
-/// How long a client's view request may wait on the server for a change.
-const VIEW_WAIT: Duration = Duration::from_secs(300);
+/// How long a client's view request may wait on the server for a change:
+/// short enough that a server lost without a closed connection (a
+/// partition) is noticed within a minute.
+const VIEW_WAIT: Duration = Duration::from_secs(60);
 
 /// How long a client waits before asking again after a failed request.
 const RETRY: Duration = Duration::from_secs(1);
