@@ -1,5 +1,6 @@
 //! The state store as the DNS interface sees it.
 
+use crate::rpc::link::ServerLink;
 use crate::state::Store;
 use crate::structs::status;
 use mesh_dns::{Catalog, NodeRecord, ServiceInstance};
@@ -83,20 +84,20 @@ impl Catalog for StoreCatalog {
 /// A client agent's DNS: every query is answered by a server's DNS over RPC
 /// (SERVFAIL when no server answers).
 pub struct ForwardedDns {
-    node: crate::raft::RaftNode,
+    link: ServerLink,
 }
 
 impl ForwardedDns {
-    /// Forwards through `node`, a client agent's link to the servers.
-    pub fn new(node: crate::raft::RaftNode) -> Self {
-        ForwardedDns { node }
+    /// Forwards through a client agent's `link` to the servers.
+    pub fn new(link: ServerLink) -> Self {
+        ForwardedDns { link }
     }
 }
 
 impl mesh_dns::transport::Answer for ForwardedDns {
     fn answer(&self, query: Vec<u8>, max_size: usize) -> mesh_dns::transport::AnswerFuture<'_> {
         Box::pin(async move {
-            match self.node.forward_dns(query.clone(), max_size).await {
+            match self.link.forward_dns(query.clone(), max_size).await {
                 Ok(reply) => reply,
                 Err(e) => {
                     tracing::debug!(error = %e, "forwarding a DNS query failed");

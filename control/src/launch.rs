@@ -6,10 +6,12 @@ use crate::agent::leaf::{roots_from_servers, roots_from_store, LeafCache, Signer
 use crate::agent::proxy_view::Views;
 use crate::agent::proxycfg::ProxyConfigs;
 use crate::agent::{Agent, AgentConfig};
+use crate::cluster::Cluster;
 use crate::dns::{DnsConfig, DnsServer, ForwardedDns, StoreCatalog};
-use crate::http::{client_router, router, ApiState};
+use crate::http::{client_router, router, ApiState, ServerApi};
 use crate::lan::{Identity, Lan, LanConfig};
 use crate::raft::{RaftConfig, RaftNode};
+use crate::rpc::link::ServerLink;
 use crate::rpc::server::RpcHandlers;
 use crate::server::ca::{CaManager, CSR_MAX_PER_SECOND};
 use crate::server::leader::LeaderDuties;
@@ -73,8 +75,8 @@ pub struct Running {
     pub dns_addr: SocketAddr,
     /// The agent.
     pub agent: Arc<Agent>,
-    /// The Raft node.
-    pub node: RaftNode,
+    /// A server's Raft node, or a client agent's link to the servers.
+    pub cluster: Cluster,
     /// The LAN gossip pool.
     pub lan: Lan,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -86,15 +88,16 @@ impl Running {
     /// configuration while the others can still commit that, and shuts down.
     pub async fn leave(self) {
         self.lan.leave().await;
-        let others = self
-            .node
-            .configuration()
-            .iter()
-            .any(|s| s.voter && s.id != self.node.id());
-        if others {
-            match self.node.remove_peer(self.node.id()).await {
-                Ok(()) => tracing::info!("left the Raft configuration"),
-                Err(e) => tracing::warn!(error = %e, "could not leave the Raft configuration"),
+        if let Some(node) = self.cluster.server() {
+            let others = node
+                .configuration()
+                .iter()
+                .any(|s| s.voter && s.id != node.id());
+            if others {
+                match node.remove_peer(node.id()).await {
+                    Ok(()) => tracing::info!("left the Raft configuration"),
+                    Err(e) => tracing::warn!(error = %e, "could not leave the Raft configuration"),
+                }
             }
         }
         self.shutdown().await;
@@ -105,7 +108,9 @@ impl Running {
         for t in &self.tasks {
             t.abort();
         }
-        self.node.shutdown().await;
+        if let Some(node) = self.cluster.server() {
+            node.shutdown().await;
+        }
     }
 }
 
@@ -177,15 +182,19 @@ async fn launch_server(
     .map_err(|e| format!("starting Raft: {e}"))?;
     let server_port = cfg.agent.ports.server;
     let lan = start_lan(&mut cfg, Some(server_port)).await?;
-    let state = api_state(&cfg, node.clone(), lan.clone());
-    let sessions = state.sessions.clone();
+    let ca = Arc::new(CaManager::new(node.clone(), CSR_MAX_PER_SECOND));
+    let sessions = Arc::new(SessionTimers::new(node.clone()));
+    let duties = ServerApi {
+        sessions: sessions.clone(),
+        ca: ca.clone(),
+    };
+    let state = api_state(&cfg, Role::Server(node.clone(), duties), lan.clone());
     let weak = Arc::downgrade(&sessions);
     node.on_session_renew(Box::new(move |id, ttl| {
         if let Some(s) = weak.upgrade() {
             s.reset_here(id, ttl);
         }
     }));
-    let ca = state.ca.clone();
     let agent = state.agent.clone();
     let app = router(state);
     let dns = Arc::new(DnsServer::new(
@@ -240,7 +249,7 @@ async fn launch_server(
         http_addr,
         dns_addr,
         agent,
-        node,
+        cluster: Cluster::Server(node),
         lan,
         tasks,
     })
@@ -257,27 +266,13 @@ async fn launch_client(
     let (udp, tcp) = bind_dns(cfg.dns_addr).await?;
     let dns_addr = udp.local_addr().map_err(|e| e.to_string())?;
     cfg.agent.ports.dns = dns_addr.port();
-    // The node is an empty, never-bootstrapped Raft handle: what the agent
-    // writes through, forwarding every write to a server.
-    let store = Arc::new(Store::default());
-    let node = RaftNode::start(
-        RaftConfig {
-            server: crate::raft::ServerNode::default(),
-            data_dir: None,
-            snapshot_threshold: cfg.snapshot_threshold,
-            bootstrap_alone: false,
-        },
-        store,
-    )
-    .await
-    .map_err(|e| format!("starting the agent: {e}"))?;
     let lan = start_lan(&mut cfg, None).await?;
-    node.use_servers(server_addresses(&lan));
-    let state = api_state(&cfg, node.clone(), lan.clone());
+    let link = ServerLink::new(server_addresses(&lan));
+    let state = api_state(&cfg, Role::Client(link.clone()), lan.clone());
     let agent = state.agent.clone();
     let app = client_router(state);
     let limits = TcpLimits::from(&dns_config(&cfg)?);
-    let forwarded = Arc::new(ForwardedDns::new(node.clone()));
+    let forwarded = Arc::new(ForwardedDns::new(link.clone()));
     let begin = {
         let agent = agent.clone();
         tokio::spawn(async move { begin_when_servers_answer(&agent).await })
@@ -290,7 +285,7 @@ async fn launch_client(
         http_addr,
         dns_addr,
         agent,
-        node,
+        cluster: Cluster::Client(link),
         lan,
         tasks: vec![
             begin,
@@ -354,32 +349,40 @@ async fn begin_when_servers_answer(agent: &Arc<Agent>) {
     }
 }
 
-/// The state every agent's API shares; `node` is the server's Raft node or
-/// a client's forwarding handle. A server signs leaves and computes proxy
-/// views from what it holds; a client agent asks the servers for both.
-fn api_state(cfg: &LaunchConfig, node: RaftNode, lan: Lan) -> ApiState {
-    let ca = Arc::new(CaManager::new(node.clone(), CSR_MAX_PER_SECOND));
-    let (signer, roots, views) = if cfg.agent.server {
-        (
-            Signer::Ca(ca.clone()),
+/// What an agent's API is built on.
+enum Role {
+    /// A server: its Raft node and leader duties.
+    Server(RaftNode, ServerApi),
+    /// A client agent: its link to the servers.
+    Client(ServerLink),
+}
+
+/// The state every agent's API shares. A server signs leaves and computes
+/// proxy views from what it holds; a client agent asks the servers for both.
+fn api_state(cfg: &LaunchConfig, role: Role, lan: Lan) -> ApiState {
+    let (cluster, server, signer, roots, views) = match role {
+        Role::Server(node, duties) => (
+            Cluster::Server(node.clone()),
+            Some(duties.clone()),
+            Signer::Ca(duties.ca),
             roots_from_store(node.store().clone()),
             Views::Store(node.store().clone()),
-        )
-    } else {
-        (
-            Signer::Servers(node.clone()),
-            roots_from_servers(node.clone()),
-            Views::Servers(node.clone()),
-        )
+        ),
+        Role::Client(link) => (
+            Cluster::Client(link.clone()),
+            None,
+            Signer::Servers(link.clone()),
+            roots_from_servers(link.clone()),
+            Views::Servers(link),
+        ),
     };
     let leaves = LeafCache::start(signer, roots, cfg.agent.datacenter.clone());
-    let agent = Agent::new(cfg.agent.clone(), node.clone());
+    let agent = Agent::new(cfg.agent.clone(), cluster.clone());
     ApiState {
-        sessions: Arc::new(SessionTimers::new(node.clone())),
-        node,
+        cluster,
+        server,
         proxies: ProxyConfigs::new(agent.clone(), leaves.clone(), views),
         agent,
-        ca,
         leaves,
         lan,
     }

@@ -7,6 +7,7 @@
 //! syncs them to the catalog.
 
 pub mod agent;
+pub mod cluster;
 pub mod config_entry;
 pub mod discovery_chain;
 pub mod dns;

@@ -7,7 +7,7 @@
 //! with the CA it holds, a client agent sends a CSR to a server (Consul's
 //! `ConnectCA.Sign`) and follows the roots through the servers.
 
-use crate::raft::RaftNode;
+use crate::rpc::link::ServerLink;
 use crate::rpc::HttpExchange;
 use crate::server::ca::{CaManager, CaOpError};
 use crate::state::{ca::CA, Store, Topic};
@@ -76,7 +76,7 @@ pub fn roots_from_store(store: Arc<Store>) -> watch::Receiver<RootsSeen> {
 
 /// Follows the roots through the servers (a client agent): a blocking
 /// query on `/v1/connect/ca/roots`, answered by a server's API.
-pub fn roots_from_servers(node: RaftNode) -> watch::Receiver<RootsSeen> {
+pub fn roots_from_servers(link: ServerLink) -> watch::Receiver<RootsSeen> {
     let (tx, rx) = watch::channel(RootsSeen::default());
     tokio::spawn(async move {
         loop {
@@ -89,7 +89,7 @@ pub fn roots_from_servers(node: RaftNode) -> watch::Receiver<RootsSeen> {
                 ),
                 ..HttpExchange::default()
             };
-            let asked = node.forward_http(req, ROOTS_WAIT + Duration::from_secs(30));
+            let asked = link.forward_http(req, ROOTS_WAIT + Duration::from_secs(30));
             let seen = tokio::select! {
                 answer = asked => answer.map_err(|e| e.to_string()).and_then(|a| parse_roots(&a)),
                 _ = tx.closed() => return,
@@ -141,7 +141,7 @@ pub enum Signer {
     /// A server agent: the CA it holds.
     Ca(Arc<CaManager>),
     /// A client agent: a server, sent a CSR over RPC.
-    Servers(RaftNode),
+    Servers(ServerLink),
 }
 
 /// Cached leaves by service name.
@@ -216,7 +216,7 @@ impl LeafCache {
     async fn sign(&self, service: &str) -> Result<IssuedCert, CaOpError> {
         match &self.signer {
             Signer::Ca(ca) => ca.issue(service, &self.datacenter),
-            Signer::Servers(node) => {
+            Signer::Servers(link) => {
                 // Right after the agent starts the servers may not have
                 // answered the roots query yet: give them a moment.
                 let mut roots = self.roots.clone();
@@ -232,7 +232,7 @@ impl LeafCache {
                     service,
                 )?;
                 let (csr, key) = mesh_ca::generate_csr(&id)?;
-                let mut cert = node.sign_leaf(csr, service, &self.datacenter).await?;
+                let mut cert = link.sign_leaf(csr, service, &self.datacenter).await?;
                 cert.private_key_pem = key;
                 Ok(cert)
             }

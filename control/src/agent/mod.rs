@@ -15,7 +15,7 @@ mod sync;
 pub use definition::{CheckDefinition, CheckKind, ServiceDefinition};
 pub use local::{LocalCheck, LocalService, LocalState, Source};
 
-use crate::raft::RaftNode;
+use crate::cluster::Cluster;
 use crate::structs::{status, HealthCheck};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -86,7 +86,7 @@ pub enum AgentError {
 /// The local agent.
 pub struct Agent {
     config: AgentConfig,
-    node: RaftNode,
+    node: Cluster,
     local: Mutex<LocalState>,
     runners: Mutex<HashMap<String, JoinHandle<()>>>,
     sync_lock: tokio::sync::Mutex<()>,
@@ -105,16 +105,9 @@ const DEFAULT_SERVICE_MAINTENANCE_REASON: &str =
     "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.";
 
 impl Agent {
-    /// Starts the agent: registers the node, loads config files, and starts
-    /// anti-entropy and the critical-service reaper.
-    pub async fn start(config: AgentConfig, node: RaftNode) -> Result<Arc<Agent>, String> {
-        let agent = Agent::new(config, node);
-        agent.begin().await?;
-        Ok(agent)
-    }
-
     /// The agent, not yet in the catalog: [`Agent::begin`] puts it there.
-    pub fn new(config: AgentConfig, node: RaftNode) -> Arc<Agent> {
+    /// It writes to the catalog through `node`.
+    pub fn new(config: AgentConfig, node: Cluster) -> Arc<Agent> {
         let (leave, _) = tokio::sync::watch::channel(false);
         Arc::new_cyclic(|me| Agent {
             config,
@@ -160,11 +153,6 @@ impl Agent {
     /// The agent's settings.
     pub fn config(&self) -> &AgentConfig {
         &self.config
-    }
-
-    /// The Raft node.
-    pub fn raft(&self) -> &RaftNode {
-        &self.node
     }
 
     /// Local state; hold the guard briefly and never across `.await`.

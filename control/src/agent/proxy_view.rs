@@ -9,7 +9,7 @@
 //! data with blocking queries to the servers.
 
 use super::proxycfg::{view, Plan};
-use crate::raft::RaftNode;
+use crate::rpc::link::ServerLink;
 use crate::state::Store;
 use mesh_proxy::ProxyConfig;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ pub enum Views {
     /// A server agent: its own store.
     Store(Arc<Store>),
     /// A client agent: the servers, over RPC.
-    Servers(RaftNode),
+    Servers(ServerLink),
 }
 
 impl Views {
@@ -43,7 +43,7 @@ impl Views {
     pub(crate) fn follow(&self, plan: Plan, dc: &str) -> watch::Receiver<View> {
         match self {
             Views::Store(store) => follow_store(store.clone(), plan, dc.to_string()),
-            Views::Servers(node) => follow_servers(node.clone(), plan, dc.to_string()),
+            Views::Servers(link) => follow_servers(link.clone(), plan, dc.to_string()),
         }
     }
 }
@@ -81,12 +81,12 @@ fn follow_store(store: Arc<Store>, plan: Plan, dc: String) -> watch::Receiver<Vi
 /// Follows `plan` through the servers: a long poll that returns when the
 /// view differs from the one held. A failed request keeps the last view
 /// (proxies keep serving) and is retried.
-fn follow_servers(node: RaftNode, plan: Plan, dc: String) -> watch::Receiver<View> {
+fn follow_servers(link: ServerLink, plan: Plan, dc: String) -> watch::Receiver<View> {
     let (tx, rx) = watch::channel(Err("waiting for the servers' first answer".to_string()));
     tokio::spawn(async move {
         loop {
             let known = tx.borrow().as_ref().ok().cloned();
-            let asked = node.proxy_view(plan.clone(), dc.clone(), known, VIEW_WAIT);
+            let asked = link.proxy_view(plan.clone(), dc.clone(), known, VIEW_WAIT);
             let failed = tokio::select! {
                 answer = asked => match answer {
                     Ok(next) => {

@@ -6,6 +6,7 @@
 
 use super::query::{Consistency, QueryOptions};
 use super::{ApiError, ApiState};
+use crate::cluster::Cluster;
 use crate::state::{StateData, Topic};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
@@ -62,10 +63,11 @@ impl ApiState {
             let jitter = rand::thread_rng().gen_range(0..=opts.max_wait.as_millis() as u64 / 16);
             Instant::now() + opts.max_wait + Duration::from_millis(jitter)
         });
+        let store = self.raft()?.store();
         loop {
-            let watch = self.node.store().watch(topics);
+            let watch = store.watch(topics);
             let (index, out) = {
-                let data = self.node.store().read();
+                let data = store.read();
                 read(&data)
             };
             let index = index.max(1);
@@ -92,23 +94,30 @@ impl ApiState {
     /// the leader had committed (read-index), as Consul forwards such reads
     /// to the leader; `stale` reads answer from local state at once.
     pub async fn caught_up(&self, consistency: Consistency) -> Result<(), ApiError> {
+        let node = self.raft()?;
         let catch_up = match consistency {
             Consistency::Consistent => true,
-            Consistency::Default => !self.node.is_leader(),
+            Consistency::Default => !node.is_leader(),
             Consistency::Stale => false,
         };
         if catch_up {
-            self.node.barrier().await?;
+            node.barrier().await?;
         }
         Ok(())
     }
 
     /// The query meta for data at `index`.
+    /// A client agent knows no leader of its own: it reports one known
+    /// while it knows servers to ask.
     pub fn meta(&self, index: u64) -> QueryMeta {
+        let (known_leader, last_contact_ms) = match &self.cluster {
+            Cluster::Server(node) => (node.leader().is_some(), node.last_contact_ms()),
+            Cluster::Client(link) => (link.knows_servers(), 0),
+        };
         QueryMeta {
             index,
-            known_leader: self.node.leader().is_some(),
-            last_contact_ms: self.node.last_contact_ms(),
+            known_leader,
+            last_contact_ms,
         }
     }
 }

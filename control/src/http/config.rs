@@ -62,7 +62,7 @@ async fn write(State(api): Api, ctx: Ctx, body: Bytes) -> Result<Response, ApiEr
         entry: Some(&entry),
     };
     api.caught_up(Consistency::Default).await?;
-    check_graph(&api, &api.node.store().read(), change)?;
+    check_graph(&api, &api.raft()?.store().read(), change)?;
     bool_result(&api, Command::ConfigEntrySet { entry, cas }).await
 }
 
@@ -118,6 +118,6 @@ async fn delete(
         entry: None,
     };
     api.caught_up(Consistency::Default).await?;
-    check_graph(&api, &api.node.store().read(), change)?;
+    check_graph(&api, &api.raft()?.store().read(), change)?;
     bool_result(&api, Command::ConfigEntryDelete { kind, name, cas }).await
 }

@@ -110,7 +110,7 @@ async fn get_config(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
 async fn put_config(State(api): Api, body: Bytes) -> Result<Response, ApiError> {
     let config: CaConfiguration = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
-    api.ca.set_config(config).await?;
+    api.server()?.ca.set_config(config).await?;
     Ok(StatusCode::OK.into_response())
 }
 

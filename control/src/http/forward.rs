@@ -4,6 +4,7 @@
 //! answers it with its own API, blocking queries included.
 
 use super::{agent, connect_ca, members, metrics, proxy_config, Api, ApiError, ApiState};
+use crate::cluster::Cluster;
 use crate::rpc::HttpExchange;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -61,7 +62,10 @@ async fn forward(State(api): Api, req: Request) -> Response {
             .collect(),
         body: body.to_vec(),
     };
-    match api.node.forward_http(exchange, FORWARD_TIMEOUT).await {
+    let Cluster::Client(link) = &api.cluster else {
+        return ApiError::internal("a server answers its whole API itself").into_response();
+    };
+    match link.forward_http(exchange, FORWARD_TIMEOUT).await {
         Ok(answer) => into_response(answer),
         Err(e) => ApiError::internal(e.to_string()).into_response(),
     }

@@ -114,7 +114,7 @@ async fn check_exact_write(
     b: &ExactBody,
 ) -> Result<(), ApiError> {
     api.caught_up(Consistency::Default).await?;
-    let d = api.node.store().read();
+    let d = api.raft()?.store().read();
     let source = SourceIntention::new(
         source,
         destination,
@@ -301,7 +301,7 @@ async fn matches(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
 async fn check(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
     let (source, destination) = (required(&ctx, "source")?, required(&ctx, "destination")?);
     api.caught_up(ctx.query()?.consistency).await?;
-    let all = api.node.store().read().intentions();
+    let all = api.raft()?.store().read().intentions();
     let (action, _) = decide(
         &all,
         source,
@@ -340,7 +340,7 @@ async fn authorize(State(api): Api, ctx: Ctx, body: Bytes) -> Result<Response, A
         ))
     })?;
     api.caught_up(ctx.query()?.consistency).await?;
-    let all = api.node.store().read().intentions();
+    let all = api.raft()?.store().read().intentions();
     let (action, by) = decide(
         &all,
         source,

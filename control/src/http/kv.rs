@@ -106,7 +106,7 @@ async fn delete(State(api): Api, ctx: Ctx, key: String) -> Result<Response, ApiE
 
 async fn apply(api: &ApiState, op: KvOp, entry: DirEntry) -> Result<Response, ApiError> {
     let (_, result) = api
-        .node
+        .cluster
         .write(Command::Kv {
             op,
             entry,

@@ -48,12 +48,12 @@ pub(super) async fn track(req: Request, next: Next) -> Response {
 /// Sets the gauges that describe the store and Raft (on servers: a client
 /// agent holds neither, and leaves them unset as Consul's do).
 fn refresh(api: &ApiState) {
-    if !api.agent.config().server {
+    let Some(node) = api.cluster.server() else {
         return;
-    }
+    };
     let m = global();
     {
-        let d = api.node.store().read();
+        let d = node.store().read();
         let mut by_state: BTreeMap<&str, i64> =
             [status::PASSING, status::WARNING, status::CRITICAL]
                 .into_iter()
@@ -74,7 +74,7 @@ fn refresh(api: &ApiState) {
         m.catalog_services.set(d.service_names().len() as i64);
         m.catalog_nodes.set(d.nodes.len() as i64);
     }
-    let raft = api.node.status();
+    let raft = node.status();
     m.raft_applied_index.set(raft.applied_index as i64);
     m.raft_leader.set(i64::from(raft.is_leader));
 }

@@ -33,6 +33,7 @@ pub use forward::client_router;
 pub use query::{Consistency, Params, QueryOptions};
 
 use crate::agent::Agent;
+use crate::cluster::Cluster;
 use crate::raft::{Command, CommandResult, RaftNode};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -44,20 +45,28 @@ use std::sync::Arc;
 /// What every handler shares.
 #[derive(Clone)]
 pub struct ApiState {
-    /// The Raft node and its store.
-    pub node: RaftNode,
+    /// How this agent reaches the replicated state: a server's Raft node,
+    /// or a client agent's link to the servers.
+    pub cluster: Cluster,
+    /// What only a server has (`None` on a client agent).
+    pub server: Option<ServerApi>,
     /// The local agent.
     pub agent: Arc<Agent>,
-    /// Session TTL timers (a leader duty).
-    pub sessions: Arc<crate::server::SessionTimers>,
-    /// The certificate authority (a leader duty).
-    pub ca: Arc<crate::server::ca::CaManager>,
     /// The agent's leaf certificates.
     pub leaves: Arc<crate::agent::leaf::LeafCache>,
     /// The configs the agent pushes to its proxies.
     pub proxies: crate::agent::proxycfg::ProxyConfigs,
     /// The LAN gossip pool.
     pub lan: crate::lan::Lan,
+}
+
+/// The leader duties a server's API reaches.
+#[derive(Clone)]
+pub struct ServerApi {
+    /// Session TTL timers.
+    pub sessions: Arc<crate::server::SessionTimers>,
+    /// The certificate authority.
+    pub ca: Arc<crate::server::ca::CaManager>,
 }
 
 /// The request's context: its query parameters, its target datacenter and its
@@ -110,10 +119,26 @@ impl FromRequestParts<ApiState> for Ctx {
     }
 }
 
+/// The answer of an endpoint only servers serve, asked of a client agent
+/// (whose router forwards such requests, so this is a wiring mistake).
+fn not_a_server() -> ApiError {
+    ApiError::internal("this endpoint is served by server agents")
+}
+
 impl ApiState {
+    /// The server's Raft node and store, for endpoints only servers serve.
+    pub fn raft(&self) -> Result<&RaftNode, ApiError> {
+        self.cluster.server().ok_or_else(not_a_server)
+    }
+
+    /// The server's leader duties, for endpoints only servers serve.
+    pub fn server(&self) -> Result<&ServerApi, ApiError> {
+        self.server.as_ref().ok_or_else(not_a_server)
+    }
+
     /// Commits a command, turning a refusal into a 400/404.
     pub async fn write(&self, cmd: Command) -> Result<(u64, CommandResult), ApiError> {
-        let (index, result) = self.node.write(cmd).await?;
+        let (index, result) = self.cluster.write(cmd).await?;
         if let CommandResult::Error(e) = result {
             return Err(e.into());
         }

@@ -23,9 +23,9 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/operator/autopilot/health", get(health))
 }
 
-async fn configuration(State(api): Api, _ctx: Ctx) -> Json<Value> {
+async fn configuration(State(api): Api, _ctx: Ctx) -> Result<Json<Value>, ApiError> {
     let servers: Vec<Value> = api
-        .node
+        .raft()?
         .configuration()
         .into_iter()
         .map(|s| {
@@ -39,7 +39,8 @@ async fn configuration(State(api): Api, _ctx: Ctx) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({ "Servers": servers, "Index": api.node.membership_index() }))
+    let index = api.raft()?.membership_index();
+    Ok(Json(json!({ "Servers": servers, "Index": index })))
 }
 
 async fn remove_peer(State(api): Api, ctx: Ctx) -> Result<(), ApiError> {
@@ -55,7 +56,7 @@ async fn remove_peer(State(api): Api, ctx: Ctx) -> Result<(), ApiError> {
         }
     };
     let server = api
-        .node
+        .raft()?
         .configuration()
         .into_iter()
         .find(|s| match what {
@@ -67,12 +68,12 @@ async fn remove_peer(State(api): Api, ctx: Ctx) -> Result<(), ApiError> {
                 "{what} {value:?} was not found in the Raft configuration"
             ))
         })?;
-    api.node.remove_peer(server.id).await?;
+    api.raft()?.remove_peer(server.id).await?;
     Ok(())
 }
 
 async fn health(State(api): Api, _ctx: Ctx) -> Result<Json<Value>, ApiError> {
-    let progress = api.node.progress().await?;
+    let progress = api.raft()?.progress().await?;
     let members = api.lan.members().borrow().clone();
     let leader_index = progress
         .iter()

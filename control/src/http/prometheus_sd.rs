@@ -68,7 +68,7 @@ async fn targets(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
     let tags = ctx.params.all("tag");
     let passing = ctx.params.flag("passing");
     api.caught_up(ctx.query()?.consistency).await?;
-    let d = api.node.store().read();
+    let d = api.raft()?.store().read();
     let names: Vec<String> = if services.is_empty() {
         d.service_names().into_keys().collect()
     } else {

@@ -80,7 +80,7 @@ async fn create(State(api): Api, _ctx: Ctx, body: Bytes) -> Result<Response, Api
     };
     let id = session.id.clone();
     api.write(Command::SessionCreate { session }).await?;
-    api.sessions.reset(&id, ttl.0);
+    api.server()?.sessions.reset(&id, ttl.0);
     Ok(Json(json!({ "ID": id })).into_response())
 }
 
@@ -90,7 +90,7 @@ async fn destroy(State(api): Api, _ctx: Ctx, Path(id): Path<String>) -> Result<R
         now_ms: now_ms(),
     })
     .await?;
-    api.sessions.cancel(&id);
+    api.server()?.sessions.cancel(&id);
     Ok(Json(true).into_response())
 }
 
@@ -107,7 +107,7 @@ async fn renew(State(api): Api, _ctx: Ctx, Path(id): Path<String>) -> Result<Res
     let Some(session) = found else {
         return Err(ApiError::not_found(format!("Session id '{id}' not found")));
     };
-    api.sessions.reset(&id, session.ttl.0);
+    api.server()?.sessions.reset(&id, session.ttl.0);
     Ok(qm.json(&[session]))
 }
 

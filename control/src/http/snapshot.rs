@@ -36,11 +36,11 @@ impl From<SnapshotError> for ApiError {
 /// of the last write it holds.
 async fn save(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
     if !ctx.params.flag("stale") {
-        api.node.barrier().await?;
+        api.raft()?.barrier().await?;
     }
-    let term = api.node.term();
+    let term = api.raft()?.term();
     let (index, state) = {
-        let data = api.node.store().read();
+        let data = api.raft()?.store().read();
         (data.last_index(), snapshot::state_json(&data)?)
     };
     let (meta, bytes) =
@@ -76,7 +76,7 @@ async fn restore(State(api): Api, _ctx: Ctx, body: Bytes) -> Result<Response, Ap
     })
     .await?;
     // Restored sessions with a TTL need their timers (a leader duty).
-    api.sessions.reset_all();
+    api.server()?.sessions.reset_all();
     Ok(([("content-type", "text/plain; charset=utf-8")], "").into_response())
 }
 

@@ -1,6 +1,6 @@
 //! `/v1/status/*`: the Raft leader and peers.
 
-use super::{Api, ApiState};
+use super::{Api, ApiError, ApiState};
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -11,10 +11,10 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/status/peers", get(peers))
 }
 
-async fn leader(State(api): Api) -> Json<String> {
-    Json(api.node.leader().unwrap_or_default())
+async fn leader(State(api): Api) -> Result<Json<String>, ApiError> {
+    Ok(Json(api.raft()?.leader().unwrap_or_default()))
 }
 
-async fn peers(State(api): Api) -> Json<Vec<String>> {
-    Json(api.node.peers())
+async fn peers(State(api): Api) -> Result<Json<Vec<String>>, ApiError> {
+    Ok(Json(api.raft()?.peers()))
 }

@@ -30,7 +30,7 @@ async fn txn(State(api): Api, _ctx: Ctx, body: Bytes) -> Result<Response, ApiErr
         });
     }
     let (index, result) = api
-        .node
+        .cluster
         .write(Command::Txn {
             ops,
             now_ms: now_ms(),

@@ -16,14 +16,11 @@ impl RaftNode {
     /// retrying while no leader answers, for up to [`HOLD_TIMEOUT`].
     pub(super) async fn on_leader(&self, req: Request) -> Result<Response, RaftError> {
         let deadline = Instant::now() + HOLD_TIMEOUT;
-        // Where the last "not the leader" answer pointed: how a client
-        // agent, which has no Raft view of its own, finds the leader.
+        // Where the last "not the leader" answer pointed, while this
+        // node's own view has no leader yet.
         let mut hint: Option<String> = None;
         loop {
-            let target = self
-                .leader()
-                .or_else(|| hint.take())
-                .or_else(|| self.any_server());
+            let target = self.leader().or_else(|| hint.take());
             let resp = if self.is_leader() {
                 self.handle_as_leader(clone_request(&req)).await
             } else if let Some(addr) = target {
@@ -47,41 +44,6 @@ impl RaftNode {
                 Response::Failed(e) => return Err(RaftError::Internal(e)),
                 other => return Ok(other),
             }
-        }
-    }
-
-    /// Sends `req` to any server that answers, trying each known server in
-    /// turn (a client agent's forwarded API requests and catalog reads).
-    pub(super) async fn on_any_server(
-        &self,
-        req: &Request,
-        timeout: Duration,
-    ) -> Result<Response, RaftError> {
-        let deadline = Instant::now() + HOLD_TIMEOUT;
-        loop {
-            let mut servers = self.servers();
-            if servers.is_empty() {
-                if Instant::now() >= deadline {
-                    return Err(RaftError::NoServers);
-                }
-                tokio::time::sleep(RETRY_BACKOFF).await;
-                continue;
-            }
-            let start = rand::random::<usize>() % servers.len();
-            servers.rotate_left(start);
-            let mut last = String::new();
-            for addr in &servers {
-                match self.pool.call(addr, req, timeout).await {
-                    Ok(Response::Failed(e)) => return Err(RaftError::Internal(e)),
-                    Ok(resp) => return Ok(resp),
-                    Err(e @ RpcError::Connect { .. }) => last = e.to_string(),
-                    Err(e) => return Err(RaftError::Internal(e.to_string())),
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(RaftError::Internal(format!("no server answered: {last}")));
-            }
-            tokio::time::sleep(RETRY_BACKOFF).await;
         }
     }
 
@@ -251,6 +213,6 @@ fn clone_request(req: &Request) -> Request {
     }
 }
 
-pub(super) fn unexpected(resp: Response) -> RaftError {
-    RaftError::Internal(format!("unexpected answer from the leader: {resp:?}"))
+pub(crate) fn unexpected(resp: Response) -> RaftError {
+    RaftError::Internal(format!("unexpected answer from a server: {resp:?}"))
 }

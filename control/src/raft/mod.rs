@@ -16,9 +16,9 @@ pub mod state_machine;
 pub use command::{Command, CommandResult};
 
 use crate::rpc::pool::RpcPool;
-use crate::rpc::{HttpExchange, NodeRecord, Request, Response};
+use crate::rpc::{Request, Response};
 use crate::state::Store;
-use leader::unexpected;
+pub(crate) use leader::unexpected;
 use openraft::Raft;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -26,7 +26,6 @@ use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::watch;
 
 openraft::declare_raft_types!(
     /// The types this Raft cluster is made of.
@@ -41,10 +40,10 @@ pub type MeshRaft = Raft<TypeConfig>;
 
 /// How long a write or read waits for a leader before it fails with "No
 /// cluster leader" (Consul's `rpc_hold_timeout`).
-const HOLD_TIMEOUT: Duration = Duration::from_secs(7);
+pub(crate) const HOLD_TIMEOUT: Duration = Duration::from_secs(7);
 
 /// Pause between attempts while no leader answers.
-const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A server in the Raft configuration: what `list-peers` shows of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,7 +130,6 @@ pub struct RaftNode {
     leader_contact: Arc<Mutex<Instant>>,
     renew_session: Arc<OnceLock<RenewSession>>,
     contacts: network::Contacts,
-    servers: Arc<OnceLock<watch::Receiver<Vec<String>>>>,
 }
 
 /// How far one server has replicated, as its leader sees it (for
@@ -207,7 +205,6 @@ impl RaftNode {
             leader_contact: Arc::new(Mutex::new(Instant::now())),
             renew_session: Arc::default(),
             contacts,
-            servers: Arc::default(),
         };
         if config.bootstrap_alone && !node.is_initialized().await {
             node.bootstrap(BTreeMap::from([(node_id, config.server)]))
@@ -306,115 +303,6 @@ impl RaftNode {
     pub async fn progress(&self) -> Result<Vec<ServerProgress>, RaftError> {
         match self.on_leader(Request::Progress).await? {
             Response::Progress(p) => Ok(p),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Gives a client agent's node the servers' RPC addresses to send its
-    /// writes and forwarded requests to (from gossip); set once.
-    pub fn use_servers(&self, servers: watch::Receiver<Vec<String>>) {
-        let _ = self.servers.set(servers);
-    }
-
-    fn servers(&self) -> Vec<String> {
-        self.servers
-            .get()
-            .map(|s| s.borrow().clone())
-            .unwrap_or_default()
-    }
-
-    fn any_server(&self) -> Option<String> {
-        let servers = self.servers();
-        (!servers.is_empty()).then(|| servers[rand::random::<usize>() % servers.len()].clone())
-    }
-
-    /// What the catalog holds for `node`: from this server's store, or, on a
-    /// client agent, from a server.
-    pub async fn node_record(&self, node: &str) -> Result<NodeRecord, RaftError> {
-        if self.servers.get().is_none() {
-            let data = self.store.read();
-            return Ok(NodeRecord {
-                node: data.nodes.get(node).cloned(),
-                services: data.services.get(node).cloned().unwrap_or_default(),
-                checks: data.checks.get(node).cloned().unwrap_or_default(),
-            });
-        }
-        let req = Request::NodeRecord {
-            node: node.to_string(),
-        };
-        match self.on_any_server(&req, HOLD_TIMEOUT).await? {
-            Response::NodeRecord(r) => Ok(r),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Sends an HTTP API request to a server, which answers it with its own
-    /// API (a client agent's forwarding). `timeout` covers blocking queries.
-    pub async fn forward_http(
-        &self,
-        req: HttpExchange,
-        timeout: Duration,
-    ) -> Result<HttpExchange, RaftError> {
-        match self.on_any_server(&Request::Http(req), timeout).await? {
-            Response::Http(r) => Ok(r),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Has a server sign a leaf CSR for `service` in `datacenter` (a client
-    /// agent's leaf; the key stays here).
-    pub async fn sign_leaf(
-        &self,
-        csr: String,
-        service: &str,
-        datacenter: &str,
-    ) -> Result<mesh_ca::IssuedCert, crate::server::ca::CaOpError> {
-        let req = Request::SignLeaf {
-            csr,
-            service: service.to_string(),
-            datacenter: datacenter.to_string(),
-        };
-        let internal = |e: String| crate::server::ca::CaOpError::Internal(e);
-        match self.on_any_server(&req, HOLD_TIMEOUT).await {
-            Ok(Response::Signed(signed)) => signed,
-            Ok(other) => Err(internal(unexpected(other).to_string())),
-            Err(e) => Err(internal(e.to_string())),
-        }
-    }
-
-    /// Asks a server for the view of a client agent's proxy `plan`, once it
-    /// differs from `known` or `wait` has passed.
-    pub async fn proxy_view(
-        &self,
-        plan: crate::agent::proxycfg::Plan,
-        datacenter: String,
-        known: Option<mesh_proxy::ProxyConfig>,
-        wait: Duration,
-    ) -> Result<mesh_proxy::ProxyConfig, RaftError> {
-        let req = Request::ProxyView {
-            plan,
-            datacenter,
-            known: known.map(Box::new),
-            wait_ms: wait.as_millis() as u64,
-        };
-        match self.on_any_server(&req, wait + HOLD_TIMEOUT).await? {
-            Response::ProxyView(view) => Ok(*view),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Answers a DNS query through a server's DNS (a client agent's
-    /// forwarding); `None` when the query gets no reply.
-    pub async fn forward_dns(
-        &self,
-        query: Vec<u8>,
-        max_size: usize,
-    ) -> Result<Option<Vec<u8>>, RaftError> {
-        match self
-            .on_any_server(&Request::Dns { query, max_size }, HOLD_TIMEOUT)
-            .await?
-        {
-            Response::Dns(reply) => Ok((!reply.is_empty()).then_some(reply)),
             other => Err(unexpected(other)),
         }
     }

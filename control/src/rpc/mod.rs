@@ -8,6 +8,7 @@
 //! which hold no state, send their writes here and forward the HTTP API
 //! requests they cannot answer locally ([`Request::Http`]).
 
+pub mod link;
 pub mod pool;
 pub mod server;
 pub mod wire;
@@ -123,6 +124,17 @@ pub struct NodeRecord {
     pub services: BTreeMap<String, NodeService>,
     /// Its checks by ID.
     pub checks: BTreeMap<String, HealthCheck>,
+}
+
+impl NodeRecord {
+    /// What `data` holds for `node`.
+    pub fn of(data: &crate::state::StateData, node: &str) -> NodeRecord {
+        NodeRecord {
+            node: data.nodes.get(node).cloned(),
+            services: data.services.get(node).cloned().unwrap_or_default(),
+            checks: data.checks.get(node).cloned().unwrap_or_default(),
+        }
+    }
 }
 
 mod base64_bytes {

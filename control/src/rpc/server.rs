@@ -85,12 +85,7 @@ async fn dispatch(handlers: &RpcHandlers, req: Request) -> Response {
             Response::Dns(handlers.dns.answer(&query, max_size).unwrap_or_default())
         }
         Request::NodeRecord { node: name } => {
-            let data = node.store().read();
-            Response::NodeRecord(NodeRecord {
-                node: data.nodes.get(&name).cloned(),
-                services: data.services.get(&name).cloned().unwrap_or_default(),
-                checks: data.checks.get(&name).cloned().unwrap_or_default(),
-            })
+            Response::NodeRecord(NodeRecord::of(&node.store().read(), &name))
         }
         Request::SignLeaf {
             csr,
