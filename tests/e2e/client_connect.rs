@@ -4,13 +4,11 @@
 //! proxies' configs follow the servers' state through long polls.
 
 use crate::support::{
-    echo_server, eventually, instance, round_trip, Agent, MeshProcess, PROXY_WAIT,
+    client_agent, echo_server, eventually, instance, round_trip, Agent, MeshProcess, PROXY_WAIT,
 };
 use mesh_ca::{verify_leaf, TrustedRoots};
 use serde_json::Value;
-use std::time::{Duration, SystemTime};
-
-const JOIN: Duration = Duration::from_secs(30);
+use std::time::SystemTime;
 
 /// The PEM of the servers' active root.
 async fn active_root(server: &Agent) -> String {
@@ -35,17 +33,7 @@ fn signed_by(leaf: &Value, root: &str) -> bool {
 async fn sidecars_on_a_client_agent_carry_mtls_and_follow_the_servers() {
     let server = Agent::start(&["-node=s1"]);
     let dir = tempfile::tempdir().unwrap();
-    let client = Agent::start(&[
-        "-node=c1",
-        &format!("-data-dir={}", dir.path().display()),
-        &format!("-retry-join=127.0.0.1:{}", server.serf_lan),
-        "-retry-interval=200ms",
-    ]);
-    eventually(JOIN, "the client agent in the catalog", || async {
-        let node = server.get("/v1/catalog/node/c1").await.json();
-        (node["Node"]["Node"] == "c1").then_some(())
-    })
-    .await;
+    let client = client_agent("c1", dir.path(), &server).await;
 
     // The client's leaf: signed by the servers' CA for this service, with a
     // key made on the client.

@@ -4,7 +4,8 @@
 //! server up.
 
 use crate::support::{
-    echo_server, eventually, instance, parked_queries, round_trip, Agent, MeshProcess, PROXY_WAIT,
+    client_agent, echo_server, eventually, instance, parked_queries, round_trip, Agent,
+    MeshProcess, PROXY_WAIT,
 };
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
@@ -200,17 +201,7 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
     // A client agent joins through gossip. It holds only its own services
     // and checks; writes and reads go to the servers.
     let client_dir = tempfile::tempdir().unwrap();
-    let mut client = Agent::start(&[
-        "-node=c1",
-        &format!("-data-dir={}", client_dir.path().display()),
-        &format!("-retry-join=127.0.0.1:{}", servers[1].serf_lan),
-        "-retry-interval=200ms",
-    ]);
-    eventually(FORM, "the client agent in the catalog", || async {
-        let node = servers[0].get("/v1/catalog/node/c1").await.json();
-        (node["Node"]["Node"] == "c1").then_some(())
-    })
-    .await;
+    let mut client = client_agent("c1", client_dir.path(), &servers[1]).await;
     client
         .put_ok(
             "/v1/agent/service/register",
@@ -605,17 +596,7 @@ async fn client_agent_proxies_follow_the_servers_through_server_failures() {
     let mut servers = three_servers(&dirs, &[]);
     agreed_leader(&servers.iter().collect::<Vec<_>>(), 3).await;
     let client_dir = tempfile::tempdir().unwrap();
-    let client = Agent::start(&[
-        "-node=c1",
-        &format!("-data-dir={}", client_dir.path().display()),
-        &format!("-retry-join=127.0.0.1:{}", servers[0].serf_lan),
-        "-retry-interval=200ms",
-    ]);
-    eventually(FORM, "the client agent in the catalog", || async {
-        let node = servers[0].get("/v1/catalog/node/c1").await.json();
-        (node["Node"]["Node"] == "c1").then_some(())
-    })
-    .await;
+    let client = client_agent("c1", client_dir.path(), &servers[0]).await;
     let (sidecar, _) = instance(&client, "socat", "socat-1", echo_server().await).await;
     let web = MeshProcess::spawn(
         &client,

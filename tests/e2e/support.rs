@@ -397,6 +397,26 @@ pub async fn round_trip(addr: &str, msg: &[u8]) -> Option<Vec<u8>> {
     echo(&mut s, msg).await
 }
 
+/// How long a client agent may take to join and appear in the catalog.
+pub const JOIN_WAIT: Duration = Duration::from_secs(45);
+
+/// Starts client agent `name` with its data in `dir`, joining the pool
+/// through `server`, and waits until `server`'s catalog lists it.
+pub async fn client_agent(name: &str, dir: &Path, server: &Agent) -> Agent {
+    let client = Agent::start(&[
+        &format!("-node={name}"),
+        &format!("-data-dir={}", dir.display()),
+        &format!("-retry-join=127.0.0.1:{}", server.serf_lan),
+        "-retry-interval=200ms",
+    ]);
+    eventually(JOIN_WAIT, "the client agent in the catalog", || async {
+        let node = server.get(&format!("/v1/catalog/node/{name}")).await.json();
+        (node["Node"]["Node"] == name).then_some(())
+    })
+    .await;
+    client
+}
+
 /// Registers `id` of service `name` on `echo`, with a sidecar on a free
 /// port, and starts that sidecar; returns it and its public listener.
 pub async fn instance(a: &Agent, name: &str, id: &str, echo: SocketAddr) -> (MeshProcess, String) {

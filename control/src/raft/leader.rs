@@ -5,7 +5,7 @@
 //! report replication progress, restart a session timer).
 
 use super::{RaftError, RaftNode, ServerNode, ServerProgress, HOLD_TIMEOUT, RETRY_BACKOFF};
-use crate::rpc::pool::RpcError;
+use crate::rpc::pool::{RpcError, RpcPool};
 use crate::rpc::{Request, Response};
 use openraft::ChangeMembers;
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,36 +15,19 @@ impl RaftNode {
     /// Sends `req` to the leader (handling it here when this node leads),
     /// retrying while no leader answers, for up to [`HOLD_TIMEOUT`].
     pub(super) async fn on_leader(&self, req: Request) -> Result<Response, RaftError> {
-        let deadline = Instant::now() + HOLD_TIMEOUT;
-        // Where the last "not the leader" answer pointed, while this
-        // node's own view has no leader yet.
-        let mut hint: Option<String> = None;
-        loop {
-            let target = self.leader().or_else(|| hint.take());
-            let resp = if self.is_leader() {
-                self.handle_as_leader(clone_request(&req)).await
-            } else if let Some(addr) = target {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match self.pool.call(&addr, &req, left.max(RETRY_BACKOFF)).await {
-                    Ok(resp) => resp,
-                    Err(RpcError::Connect { .. }) => Response::NotLeader { leader: None },
-                    Err(e) => return Err(RaftError::Internal(e.to_string())),
+        until_leader_answers(|hint, left| {
+            let req = &req;
+            async move {
+                if self.is_leader() {
+                    return Ok(self.handle_as_leader(clone_request(req)).await);
                 }
-            } else {
-                Response::NotLeader { leader: None }
-            };
-            match resp {
-                Response::NotLeader { leader } if Instant::now() < deadline => {
-                    hint = leader;
-                    if hint.is_none() {
-                        tokio::time::sleep(RETRY_BACKOFF).await;
-                    }
-                }
-                Response::NotLeader { .. } => return Err(RaftError::NoLeader),
-                Response::Failed(e) => return Err(RaftError::Internal(e)),
-                other => return Ok(other),
+                // This node's view of the leader first; where the last "not
+                // the leader" answer pointed while it has none.
+                let target = self.leader().or(hint);
+                call_for_leader(&self.pool, target, req, left).await
             }
-        }
+        })
+        .await
     }
 
     /// Handles a request that only the leader may: Apply, ReadIndex,
@@ -210,6 +193,50 @@ fn clone_request(req: &Request) -> Request {
         },
         // Raft traffic never goes through `on_leader`.
         _ => Request::Info,
+    }
+}
+
+/// Asks `ask` until the answer is not "not the leader", handing it the
+/// leader the last such answer named (if any) and the time left, for up to
+/// [`HOLD_TIMEOUT`]; waits a moment between answers that name no leader.
+pub(crate) async fn until_leader_answers<F, Fut>(mut ask: F) -> Result<Response, RaftError>
+where
+    F: FnMut(Option<String>, Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, RaftError>>,
+{
+    let deadline = Instant::now() + HOLD_TIMEOUT;
+    let mut hint = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ask(hint.take(), left).await? {
+            Response::NotLeader { leader } if Instant::now() < deadline => {
+                hint = leader;
+                if hint.is_none() {
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
+            }
+            Response::NotLeader { .. } => return Err(RaftError::NoLeader),
+            Response::Failed(e) => return Err(RaftError::Internal(e)),
+            other => return Ok(other),
+        }
+    }
+}
+
+/// Sends `req` to the server at `target` through `pool`, within `left`; no
+/// target, or one that cannot be reached, counts as "not the leader".
+pub(crate) async fn call_for_leader(
+    pool: &RpcPool,
+    target: Option<String>,
+    req: &Request,
+    left: Duration,
+) -> Result<Response, RaftError> {
+    let Some(addr) = target else {
+        return Ok(Response::NotLeader { leader: None });
+    };
+    match pool.call(&addr, req, left.max(RETRY_BACKOFF)).await {
+        Ok(resp) => Ok(resp),
+        Err(RpcError::Connect { .. }) => Ok(Response::NotLeader { leader: None }),
+        Err(e) => Err(RaftError::Internal(e.to_string())),
     }
 }
 

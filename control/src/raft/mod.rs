@@ -18,7 +18,7 @@ pub use command::{Command, CommandResult};
 use crate::rpc::pool::RpcPool;
 use crate::rpc::{Request, Response};
 use crate::state::Store;
-pub(crate) use leader::unexpected;
+pub(crate) use leader::{call_for_leader, unexpected, until_leader_answers};
 use openraft::Raft;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

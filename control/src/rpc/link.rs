@@ -5,7 +5,10 @@
 
 use super::pool::{RpcError, RpcPool};
 use super::{HttpExchange, NodeRecord, Request, Response};
-use crate::raft::{unexpected, Command, CommandResult, RaftError, HOLD_TIMEOUT, RETRY_BACKOFF};
+use crate::raft::{
+    call_for_leader, unexpected, until_leader_answers, Command, CommandResult, RaftError,
+    HOLD_TIMEOUT, RETRY_BACKOFF,
+};
 use crate::server::ca::CaOpError;
 use mesh_ca::IssuedCert;
 use mesh_proxy::ProxyConfig;
@@ -44,32 +47,11 @@ impl ServerLink {
     /// the leader" answer points, retrying while no leader answers, for up
     /// to [`HOLD_TIMEOUT`].
     async fn on_leader(&self, req: &Request) -> Result<Response, RaftError> {
-        let deadline = Instant::now() + HOLD_TIMEOUT;
-        let mut hint: Option<String> = None;
-        loop {
-            let resp = match hint.take().or_else(|| self.any_server()) {
-                Some(addr) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match self.pool.call(&addr, req, left.max(RETRY_BACKOFF)).await {
-                        Ok(resp) => resp,
-                        Err(RpcError::Connect { .. }) => Response::NotLeader { leader: None },
-                        Err(e) => return Err(RaftError::Internal(e.to_string())),
-                    }
-                }
-                None => Response::NotLeader { leader: None },
-            };
-            match resp {
-                Response::NotLeader { leader } if Instant::now() < deadline => {
-                    hint = leader;
-                    if hint.is_none() {
-                        tokio::time::sleep(RETRY_BACKOFF).await;
-                    }
-                }
-                Response::NotLeader { .. } => return Err(RaftError::NoLeader),
-                Response::Failed(e) => return Err(RaftError::Internal(e)),
-                other => return Ok(other),
-            }
-        }
+        until_leader_answers(|hint, left| {
+            let target = hint.or_else(|| self.any_server());
+            call_for_leader(&self.pool, target, req, left)
+        })
+        .await
     }
 
     /// Sends `req` to any server that answers, trying each known server in
