@@ -3,12 +3,12 @@
 //! membership changes.
 
 use mesh_control::dns::{DnsConfig, DnsServer, StoreCatalog};
-use mesh_control::raft::{Command, RaftConfig, RaftNode, ServerNode};
+use mesh_control::raft::{Command, CommandResult, RaftConfig, RaftNode, ServerNode};
 use mesh_control::rpc::server::{serve, RpcHandlers};
 use mesh_control::server::ca::{CaManager, CSR_MAX_PER_SECOND};
 use mesh_control::state::Store;
 use mesh_control::structs::{DirEntry, KvOp};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -181,6 +181,46 @@ async fn three_servers_elect_forward_and_fail_over() {
     servers.push(fresh);
     for s in &servers {
         until("d everywhere", || value(&s.node, "d")).await;
+    }
+}
+
+/// Writes that arrive together, through the leader and a follower, are
+/// committed in shared log entries (group commit), each with its own result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_log_entries() {
+    let servers = cluster(3).await;
+    let leader = until("one leader", || leader_of(&servers)).await;
+    let follower = (leader + 1) % 3;
+    until("the follower knows the leader", || {
+        servers[follower].node.leader().map(|_| ())
+    })
+    .await;
+    let writes: Vec<_> = (0..200)
+        .map(|i| {
+            let node = servers[if i % 2 == 0 { leader } else { follower }]
+                .node
+                .clone();
+            tokio::spawn(async move { node.write(put(&format!("k{i}"), &format!("v{i}"))).await })
+        })
+        .collect();
+    let mut indexes = BTreeSet::new();
+    for w in writes {
+        let (index, result) = w.await.unwrap().unwrap();
+        assert_eq!(result, CommandResult::Bool(true));
+        indexes.insert(index);
+    }
+    assert!(
+        indexes.len() < 200,
+        "200 concurrent writes took {} entries",
+        indexes.len()
+    );
+    servers[follower].node.barrier().await.unwrap();
+    for i in 0..200 {
+        let want = format!("v{i}");
+        assert_eq!(
+            value(&servers[follower].node, &format!("k{i}")).as_deref(),
+            Some(want.as_str())
+        );
     }
 }
 

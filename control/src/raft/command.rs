@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 /// logs and snapshots on disk name them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
+    /// Writes committed together in one log entry (the leader's group
+    /// commit), applied in order at that entry's index.
+    Batch(Vec<Command>),
     /// Catalog registration.
     Register {
         /// The registration.
@@ -123,6 +126,8 @@ pub enum CommandResult {
     Txn(TxnResults),
     /// Refused; nothing changed.
     Error(StateError),
+    /// The results of a [`Command::Batch`], in its order.
+    Batch(Vec<CommandResult>),
 }
 
 impl Command {
@@ -134,6 +139,9 @@ impl Command {
             Err(e) => CommandResult::Error(e),
         };
         match self {
+            Command::Batch(cmds) => {
+                CommandResult::Batch(cmds.iter().map(|c| c.apply(index, data, changes)).collect())
+            }
             Command::Register { req, now_ms } => {
                 done(data.ensure_registration(index, *now_ms, req, changes))
             }
@@ -211,6 +219,45 @@ mod tests {
             },
             now_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_batch_applies_in_order_at_one_index_with_a_result_each() {
+        let mut data = StateData::default();
+        let mut changes = Changes::default();
+        let cas_absent = |key: &str| Command::Kv {
+            op: KvOp::Cas,
+            entry: DirEntry {
+                key: key.into(),
+                ..DirEntry::default()
+            },
+            now_ms: 0,
+        };
+        let batch = Command::Batch(vec![
+            kv(KvOp::Set, "a"),
+            cas_absent("a"),
+            kv(KvOp::Get, "a"),
+            cas_absent("b"),
+        ]);
+        let logged: Command = serde_json::from_slice(&serde_json::to_vec(&batch).unwrap()).unwrap();
+        let CommandResult::Batch(results) = logged.apply(7, &mut data, &mut changes) else {
+            panic!("a batch answers with a batch");
+        };
+        assert_eq!(results.len(), 4);
+        assert_eq!(results[0], CommandResult::Bool(true));
+        assert_eq!(results[1], CommandResult::Bool(false), "a exists by then");
+        assert!(
+            matches!(results[2], CommandResult::Error(_)),
+            "a refused write in the middle: {:?}",
+            results[2]
+        );
+        assert_eq!(
+            results[3],
+            CommandResult::Bool(true),
+            "later writes still apply"
+        );
+        assert_eq!(data.kv_get("a").0, 7);
+        assert_eq!(data.kv_get("b").0, 7);
     }
 
     #[test]

@@ -34,22 +34,7 @@ impl RaftNode {
     /// AddVoter, RemovePeer. Answers NotLeader when this node does not lead.
     pub(crate) async fn handle_as_leader(&self, req: Request) -> Response {
         let result = match req {
-            Request::Apply(cmd) => {
-                // A leader cut off from its quorum cannot commit; answer
-                // rather than hold the caller forever. The entry may still
-                // commit later, as with any timed-out write.
-                match tokio::time::timeout(HOLD_TIMEOUT, self.raft.client_write(cmd)).await {
-                    Ok(r) => r.map(|r| Response::Applied {
-                        index: r.log_id.index,
-                        result: r.data,
-                    }),
-                    Err(_) => {
-                        return Response::Failed(format!(
-                            "no quorum committed the write within {HOLD_TIMEOUT:?}"
-                        ))
-                    }
-                }
-            }
+            Request::Apply(cmd) => return self.proposer.propose(cmd).await,
             Request::ReadIndex => {
                 let read = tokio::time::timeout(HOLD_TIMEOUT, self.raft.get_read_log_id()).await;
                 let Ok(read) = read else {

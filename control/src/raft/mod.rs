@@ -11,6 +11,7 @@ mod command;
 mod leader;
 pub mod log_store;
 pub mod network;
+mod proposer;
 pub mod state_machine;
 
 pub use command::{Command, CommandResult};
@@ -130,6 +131,7 @@ pub struct RaftNode {
     leader_contact: Arc<Mutex<Instant>>,
     renew_session: Arc<OnceLock<RenewSession>>,
     contacts: network::Contacts,
+    proposer: proposer::Proposer,
 }
 
 /// How far one server has replicated, as its leader sees it (for
@@ -198,13 +200,14 @@ impl RaftNode {
         .await
         .map_err(internal)?;
         let node = RaftNode {
-            raft,
             store,
             node_id,
             pool,
             leader_contact: Arc::new(Mutex::new(Instant::now())),
             renew_session: Arc::default(),
             contacts,
+            proposer: proposer::Proposer::start(raft.clone()),
+            raft,
         };
         if config.bootstrap_alone && !node.is_initialized().await {
             node.bootstrap(BTreeMap::from([(node_id, config.server)]))
