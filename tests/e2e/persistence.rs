@@ -6,12 +6,9 @@ use crate::support::{write_file, Agent};
 async fn kill_9_and_restart_keeps_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tempfile::tempdir().unwrap();
-    // A low snapshot threshold so the run crosses several snapshots.
-    write_file(
-        cfg.path(),
-        "raft.json",
-        r#"{"raft_snapshot_threshold": 64}"#,
-    );
+    // A low snapshot threshold so the run crosses several snapshots (the
+    // concurrent writes share entries; the sequential ones take one each).
+    write_file(cfg.path(), "raft.json", r#"{"raft_snapshot_threshold": 8}"#);
     let data_dir = format!("-data-dir={}", dir.path().display());
     let config_dir = format!("-config-dir={}", cfg.path().display());
     let args = [
@@ -45,6 +42,11 @@ async fn kill_9_and_restart_keeps_every_acknowledged_write() {
         }
     }
     assert_eq!(acked.len(), 300);
+    for i in 300..340 {
+        a.put_ok(&format!("/v1/kv/durable/{i:04}"), &format!("value-{i}"))
+            .await;
+        acked.push(i);
+    }
     a.put_ok("/v1/agent/service/register", r#"{"Name":"kept","Port":1}"#)
         .await;
     let before = a.get("/v1/kv/durable?recurse").await;
@@ -62,7 +64,7 @@ async fn kill_9_and_restart_keeps_every_acknowledged_write() {
     assert_eq!(after.status, 200);
     let entries = after.json();
     let entries = entries.as_array().unwrap();
-    assert_eq!(entries.len(), 300);
+    assert_eq!(entries.len(), 340);
     for i in acked {
         let e = entries
             .iter()
