@@ -74,6 +74,9 @@ pub struct Metrics {
     pub catalog_services: Gauge,
     /// Nodes in the catalog.
     pub catalog_nodes: Gauge,
+    /// This agent's Lifeguard health score in the LAN gossip pool (Consul's
+    /// `memberlist.health.score`): 0 is healthy.
+    pub gossip_health_score: Gauge,
 }
 
 impl Metrics {
@@ -90,6 +93,7 @@ impl Metrics {
             checks: Family::default(),
             catalog_services: Gauge::default(),
             catalog_nodes: Gauge::default(),
+            gossip_health_score: Gauge::default(),
             registry: Registry::with_prefix("mesh"),
         };
         let r = &mut m.registry;
@@ -143,6 +147,11 @@ impl Metrics {
             "catalog_nodes",
             "Nodes in the catalog",
             m.catalog_nodes.clone(),
+        );
+        r.register(
+            "memberlist_health_score",
+            "This agent's gossip health score (0 is healthy; probing slows by score + 1)",
+            m.gossip_health_score.clone(),
         );
         m
     }

@@ -52,6 +52,11 @@ async fn the_agent_reports_raft_http_blocking_and_checks() {
     );
     assert_eq!(sample(&text, "mesh_raft_leader"), Some(1.0));
     assert_eq!(
+        sample(&text, "mesh_memberlist_health_score"),
+        Some(0.0),
+        "a lone healthy agent: {text}"
+    );
+    assert_eq!(
         sample(
             &text,
             r#"mesh_http_requests_total{method="PUT",path="/v1/kv/{*key}",code_class="2xx"}"#

@@ -45,13 +45,16 @@ pub(super) async fn track(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Sets the gauges that describe the store and Raft (on servers: a client
-/// agent holds neither, and leaves them unset as Consul's do).
+/// Sets the gossip health gauge, and the gauges that describe the store and
+/// Raft (on servers: a client agent holds neither, and leaves them unset as
+/// Consul's do).
 fn refresh(api: &ApiState) {
+    let m = global();
+    m.gossip_health_score
+        .set(i64::from(api.lan.gossip().health_score()));
     let Some(node) = api.cluster.server() else {
         return;
     };
-    let m = global();
     {
         let d = node.store().read();
         let mut by_state: BTreeMap<&str, i64> =
