@@ -167,7 +167,7 @@ impl RaftNode {
             // A follower with a leader waits its leader lease
             // (`election_timeout_max`) plus its own election timeout (drawn
             // once from the range) without a heartbeat before it stands, so
-            // a lost leader is replaced after max + [min, max]: 1.3–1.5 s
+            // a lost leader is replaced after max + [min, max]: 1.4–1.6 s
             // here (openraft 0.9 `RaftCore::handle_tick_election`;
             // bench/RESULTS.md).
             heartbeat_interval: 150,
