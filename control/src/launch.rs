@@ -134,6 +134,15 @@ async fn bind_dns(
     Err(last)
 }
 
+/// The listeners every agent serves on, bound before anything starts.
+struct Bound {
+    http: TcpListener,
+    http_addr: SocketAddr,
+    dns_udp: tokio::net::UdpSocket,
+    dns_tcp: TcpListener,
+    dns_addr: SocketAddr,
+}
+
 /// Binds, starts and serves: a server, or a client agent. Errors name what
 /// failed.
 pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
@@ -142,26 +151,29 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
         .map_err(|e| format!("HTTP listener on {}: {e}", cfg.http_addr))?;
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
     cfg.agent.ports.http = http_addr.port();
+    let (dns_udp, dns_tcp) = bind_dns(cfg.dns_addr).await?;
+    let dns_addr = dns_udp.local_addr().map_err(|e| e.to_string())?;
+    cfg.agent.ports.dns = dns_addr.port();
+    let bound = Bound {
+        http,
+        http_addr,
+        dns_udp,
+        dns_tcp,
+        dns_addr,
+    };
     if cfg.agent.server {
-        launch_server(cfg, http, http_addr).await
+        launch_server(cfg, bound).await
     } else {
-        launch_client(cfg, http, http_addr).await
+        launch_client(cfg, bound).await
     }
 }
 
 /// A server: Raft on the RPC port, gossip, the leader loop, the whole API
 /// and DNS.
-async fn launch_server(
-    mut cfg: LaunchConfig,
-    http: TcpListener,
-    http_addr: SocketAddr,
-) -> Result<Running, String> {
-    let (udp, tcp) = bind_dns(cfg.dns_addr).await?;
-    let dns_addr = udp.local_addr().map_err(|e| e.to_string())?;
+async fn launch_server(mut cfg: LaunchConfig, bound: Bound) -> Result<Running, String> {
     let rpc = TcpListener::bind(cfg.rpc_addr)
         .await
         .map_err(|e| format!("server RPC listener on {}: {e}", cfg.rpc_addr))?;
-    cfg.agent.ports.dns = dns_addr.port();
     cfg.agent.ports.server = rpc.local_addr().map_err(|e| e.to_string())?.port();
 
     let store = Arc::new(Store::default());
@@ -242,12 +254,15 @@ async fn launch_server(
     tasks.push(tokio::spawn(ca.run()));
     tasks.push(tokio::spawn(crate::server::tombstone_gc::run(node.clone())));
     tasks.push(spawn_serving("HTTP", async move {
-        axum::serve(http, app).await
+        axum::serve(bound.http, app).await
     }));
-    tasks.push(spawn_serving("DNS", dns.serve(udp, tcp)));
+    tasks.push(spawn_serving(
+        "DNS",
+        dns.serve(bound.dns_udp, bound.dns_tcp),
+    ));
     Ok(Running {
-        http_addr,
-        dns_addr,
+        http_addr: bound.http_addr,
+        dns_addr: bound.dns_addr,
         agent,
         cluster: Cluster::Server(node),
         lan,
@@ -258,14 +273,7 @@ async fn launch_server(
 /// A client agent: no Raft state and no RPC listener. Its own services and
 /// checks live here; writes and every API request it cannot answer itself
 /// go to the servers gossip finds.
-async fn launch_client(
-    mut cfg: LaunchConfig,
-    http: TcpListener,
-    http_addr: SocketAddr,
-) -> Result<Running, String> {
-    let (udp, tcp) = bind_dns(cfg.dns_addr).await?;
-    let dns_addr = udp.local_addr().map_err(|e| e.to_string())?;
-    cfg.agent.ports.dns = dns_addr.port();
+async fn launch_client(mut cfg: LaunchConfig, bound: Bound) -> Result<Running, String> {
     let lan = start_lan(&mut cfg, None).await?;
     let link = ServerLink::new(server_addresses(&lan));
     let state = api_state(&cfg, Role::Client(link.clone()), lan.clone());
@@ -279,18 +287,18 @@ async fn launch_client(
     };
     let dns = spawn_serving(
         "DNS",
-        mesh_dns::transport::serve(forwarded, limits, udp, tcp),
+        mesh_dns::transport::serve(forwarded, limits, bound.dns_udp, bound.dns_tcp),
     );
     Ok(Running {
-        http_addr,
-        dns_addr,
+        http_addr: bound.http_addr,
+        dns_addr: bound.dns_addr,
         agent,
         cluster: Cluster::Client(link),
         lan,
         tasks: vec![
             begin,
             dns,
-            spawn_serving("HTTP", async move { axum::serve(http, app).await }),
+            spawn_serving("HTTP", async move { axum::serve(bound.http, app).await }),
         ],
     })
 }
