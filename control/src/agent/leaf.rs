@@ -46,9 +46,8 @@ pub struct RootsSeen {
 
 /// Follows the roots in a server's own `store`.
 pub fn roots_from_store(store: Arc<Store>) -> watch::Receiver<RootsSeen> {
-    let seen = |store: &Store| {
-        let d = store.read();
-        RootsSeen {
+    store.follow(|d| {
+        let seen = RootsSeen {
             index: d.index(CA),
             active_id: d.ca.active().map(|(r, _)| r.id.clone()),
             trust_domain: d
@@ -57,21 +56,9 @@ pub fn roots_from_store(store: Arc<Store>) -> watch::Receiver<RootsSeen> {
                 .as_ref()
                 .map(|c| c.trust_domain())
                 .unwrap_or_default(),
-        }
-    };
-    let (tx, rx) = watch::channel(seen(&store));
-    tokio::spawn(async move {
-        loop {
-            let changed = store.watch(&[Topic::Exact(CA.into())]);
-            let now = seen(&store);
-            tx.send_if_modified(|cur| std::mem::replace(cur, now.clone()) != now);
-            tokio::select! {
-                _ = changed.changed() => {}
-                _ = tx.closed() => return,
-            }
-        }
-    });
-    rx
+        };
+        (seen, vec![Topic::Exact(CA.into())])
+    })
 }
 
 /// Follows the roots through the servers (a client agent): a blocking

@@ -51,31 +51,10 @@ impl Views {
 /// Follows `plan` in `store`: recomputes whenever a topic it reads changes,
 /// including the services its chains come to resolve to.
 fn follow_store(store: Arc<Store>, plan: Plan, dc: String) -> watch::Receiver<View> {
-    let (first, targets) = view(&store.read(), &plan, &dc);
-    let (tx, rx) = watch::channel(Ok(first));
-    tokio::spawn(async move {
-        let mut watched = targets;
-        loop {
-            let changed = store.watch(&plan.topics(&watched));
-            let (next, targets) = view(&store.read(), &plan, &dc);
-            tx.send_if_modified(|cur| {
-                let differs = cur.as_ref() != Ok(&next);
-                *cur = Ok(next);
-                differs
-            });
-            if !targets.is_subset(&watched) {
-                // A chain now reaches services not watched yet: subscribe
-                // to them and read again.
-                watched = targets;
-                continue;
-            }
-            tokio::select! {
-                _ = changed.changed() => {}
-                _ = tx.closed() => return,
-            }
-        }
-    });
-    rx
+    store.follow(move |d| {
+        let (view, targets) = view(d, &plan, &dc);
+        (Ok(view), plan.topics(&targets))
+    })
 }
 
 /// Follows `plan` through the servers: a long poll that returns when the

@@ -23,7 +23,7 @@ pub use watch::{Changes, Topic, WatchHub, WatchSet};
 use crate::structs::{DirEntry, HealthCheck, Node, NodeService, Session};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 /// Table names used as index keys and watch topics.
 pub mod table {
@@ -184,5 +184,42 @@ impl Store {
     /// Subscribes to changes of `topics`.
     pub fn watch(&self, topics: &[Topic]) -> WatchSet {
         self.watches.subscribe(topics)
+    }
+
+    /// Follows what `read` derives from the tables. `read` also names the
+    /// topics its value depends on; the value is recomputed whenever one of
+    /// them changes (and at once when the topics themselves change). The
+    /// receiver holds the first value at once and each that differs after;
+    /// the task ends when every receiver is gone.
+    pub fn follow<T, F>(self: Arc<Self>, mut read: F) -> tokio::sync::watch::Receiver<T>
+    where
+        T: PartialEq + Send + Sync + 'static,
+        F: FnMut(&StateData) -> (T, Vec<Topic>) + Send + 'static,
+    {
+        let (first, mut topics) = read(&self.read());
+        let (tx, rx) = tokio::sync::watch::channel(first);
+        tokio::spawn(async move {
+            loop {
+                // Subscribe before reading so that no change is missed.
+                let changed = self.watch(&topics);
+                let (next, wanted) = read(&self.read());
+                tx.send_if_modified(|cur| {
+                    let differs = *cur != next;
+                    if differs {
+                        *cur = next;
+                    }
+                    differs
+                });
+                if wanted != topics {
+                    topics = wanted;
+                    continue;
+                }
+                tokio::select! {
+                    _ = changed.changed() => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        rx
     }
 }
