@@ -7,6 +7,7 @@
 //! with the CA it holds, a client agent sends a CSR to a server (Consul's
 //! `ConnectCA.Sign`) and follows the roots through the servers.
 
+use super::long_poll;
 use crate::rpc::link::ServerLink;
 use crate::rpc::HttpExchange;
 use crate::server::ca::{CaManager, CaOpError};
@@ -64,38 +65,31 @@ pub fn roots_from_store(store: Arc<Store>) -> watch::Receiver<RootsSeen> {
 /// Follows the roots through the servers (a client agent): a blocking
 /// query on `/v1/connect/ca/roots`, answered by a server's API.
 pub fn roots_from_servers(link: ServerLink) -> watch::Receiver<RootsSeen> {
-    let (tx, rx) = watch::channel(RootsSeen::default());
-    tokio::spawn(async move {
-        loop {
-            let index = tx.borrow().index;
-            let req = HttpExchange {
-                head: "GET".into(),
-                uri: format!(
-                    "/v1/connect/ca/roots?index={index}&wait={}s",
-                    ROOTS_WAIT.as_secs()
-                ),
-                ..HttpExchange::default()
-            };
-            let asked = link.forward_http(req, ROOTS_WAIT + Duration::from_secs(30));
-            let seen = tokio::select! {
-                answer = asked => answer.map_err(|e| e.to_string()).and_then(|a| parse_roots(&a)),
-                _ = tx.closed() => return,
-            };
-            match seen {
-                Ok(now) => {
-                    tx.send_if_modified(|cur| std::mem::replace(cur, now.clone()) != now);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "following the CA roots failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = tx.closed() => return,
-                    }
-                }
-            }
+    let ask = move |held: &RootsSeen| {
+        let req = HttpExchange {
+            head: "GET".into(),
+            uri: format!(
+                "/v1/connect/ca/roots?index={}&wait={}s",
+                held.index,
+                ROOTS_WAIT.as_secs()
+            ),
+            ..HttpExchange::default()
+        };
+        let link = link.clone();
+        async move {
+            let answer = link.forward_http(req, ROOTS_WAIT + Duration::from_secs(30));
+            answer
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|a| parse_roots(&a))
         }
-    });
-    rx
+    };
+    long_poll::follow(
+        RootsSeen::default(),
+        "following the CA roots",
+        ask,
+        |_, _| false,
+    )
 }
 
 /// The roots a server's `/v1/connect/ca/roots` answered.

@@ -6,6 +6,7 @@ pub mod config_file;
 pub mod definition;
 pub mod leaf;
 mod local;
+mod long_poll;
 mod persist;
 pub mod proxy_view;
 pub mod proxycfg;

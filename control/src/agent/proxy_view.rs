@@ -8,6 +8,7 @@
 //! from the one the client has — Consul's client agents follow the same
 //! data with blocking queries to the servers.
 
+use super::long_poll;
 use super::proxycfg::{view, Plan};
 use crate::rpc::link::ServerLink;
 use crate::state::Store;
@@ -24,9 +25,6 @@ pub(crate) type View = Result<ProxyConfig, String>;
 /// short enough that a server lost without a closed connection (a
 /// partition) is noticed within a minute.
 const VIEW_WAIT: Duration = Duration::from_secs(60);
-
-/// How long a client waits before asking again after a failed request.
-const RETRY: Duration = Duration::from_secs(1);
 
 /// Where an agent's proxies get the servers' side of their config.
 #[derive(Clone)]
@@ -59,46 +57,24 @@ fn follow_store(store: Arc<Store>, plan: Plan, dc: String) -> watch::Receiver<Vi
 
 /// Follows `plan` through the servers: a long poll that returns when the
 /// view differs from the one held. A failed request keeps the last view
-/// (proxies keep serving) and is retried.
+/// (proxies keep serving); before the first view, it says why there is none.
 fn follow_servers(link: ServerLink, plan: Plan, dc: String) -> watch::Receiver<View> {
-    let (tx, rx) = watch::channel(Err("waiting for the servers' first answer".to_string()));
-    tokio::spawn(async move {
-        loop {
-            let known = tx.borrow().as_ref().ok().cloned();
-            let asked = link.proxy_view(plan.clone(), dc.clone(), known, VIEW_WAIT);
-            let failed = tokio::select! {
-                answer = asked => match answer {
-                    Ok(next) => {
-                        tx.send_if_modified(|cur| {
-                            let differs = cur.as_ref() != Ok(&next);
-                            *cur = Ok(next);
-                            differs
-                        });
-                        false
-                    }
-                    Err(e) => {
-                        tracing::debug!(service = %plan.service, error = %e, "proxy view request failed; retrying");
-                        tx.send_if_modified(|cur| {
-                            let waiting = cur.is_err();
-                            if waiting {
-                                *cur = Err(e.to_string());
-                            }
-                            waiting
-                        });
-                        true
-                    }
-                },
-                _ = tx.closed() => return,
-            };
-            if failed {
-                tokio::select! {
-                    _ = tokio::time::sleep(RETRY) => {}
-                    _ = tx.closed() => return,
-                }
-            }
+    let waiting = Err("waiting for the servers' first answer".to_string());
+    let ask = move |held: &View| {
+        let known = held.as_ref().ok().cloned();
+        let (link, plan, dc) = (link.clone(), plan.clone(), dc.clone());
+        async move {
+            let view = link.proxy_view(plan, dc, known, VIEW_WAIT).await;
+            view.map(Ok).map_err(|e| e.to_string())
         }
-    });
-    rx
+    };
+    long_poll::follow(waiting, "a proxy view request", ask, |held, why| {
+        let waiting = held.is_err();
+        if waiting {
+            *held = Err(why);
+        }
+        waiting
+    })
 }
 
 /// A server's answer to a client agent's view request: the view of `plan`
