@@ -76,6 +76,23 @@ pub enum FilterError {
         /// Why the regular expression engine refused it.
         reason: String,
     },
+    /// A `matches` pattern whose counted repetitions spell out more than
+    /// [`MAX_REGEX_EXPANSION`](crate::MAX_REGEX_EXPANSION) characters and
+    /// classes, so searching long values with it would be slow.
+    #[error(
+        "regular expression {pattern:?} at byte {offset} is too expensive: its counted repetitions \
+         expand to {size} characters and classes, more than the limit of {limit}"
+    )]
+    RegexTooLarge {
+        /// The pattern as written (shortened if long).
+        pattern: String,
+        /// Where the pattern is.
+        offset: usize,
+        /// Its size with the repetitions written out (saturating).
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// More `matches` operators than [`MAX_REGEXES`](crate::MAX_REGEXES).
     #[error("more than {limit} regular expressions in one filter, at byte {offset}")]
     TooManyRegexes {
@@ -98,17 +115,21 @@ impl FilterError {
             | FilterError::Unexpected { offset, .. }
             | FilterError::TooDeep { offset, .. }
             | FilterError::InvalidRegex { offset, .. }
+            | FilterError::RegexTooLarge { offset, .. }
             | FilterError::TooManyRegexes { offset, .. } => *offset,
         }
     }
 
     /// True when the expression was refused for its size or nesting rather
     /// than its syntax ([`TooDeep`](Self::TooDeep),
-    /// [`TooManyRegexes`](Self::TooManyRegexes)).
+    /// [`TooManyRegexes`](Self::TooManyRegexes),
+    /// [`RegexTooLarge`](Self::RegexTooLarge)).
     pub fn is_limit(&self) -> bool {
         matches!(
             self,
-            FilterError::TooDeep { .. } | FilterError::TooManyRegexes { .. }
+            FilterError::TooDeep { .. }
+                | FilterError::TooManyRegexes { .. }
+                | FilterError::RegexTooLarge { .. }
         )
     }
 }

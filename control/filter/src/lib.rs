@@ -75,7 +75,9 @@
 //! Parsing never panics. Parentheses and `not`s may nest [`MAX_DEPTH`]
 //! deep; `and`/`or` chains may be any length. Regular expressions are
 //! compiled when the filter is parsed (an invalid one is a parse error), at
-//! most [`MAX_REGEXES`] per filter and at most 1 MiB each once compiled. The
+//! most [`MAX_REGEXES`] per filter, each at most [`MAX_REGEX_EXPANSION`]
+//! characters and classes with its counted repetitions written out (so
+//! `a{1000}` is refused) and at most 1 MiB once compiled. The
 //! regex dialect is the `regex` crate's, which matches Go's RE2 syntax in
 //! all common use.
 
@@ -98,6 +100,17 @@ pub const MAX_DEPTH: usize = 64;
 
 /// How many `matches` / `not matches` operators one filter may hold.
 pub const MAX_REGEXES: usize = 64;
+
+/// How large one regular expression may be once its counted repetitions are
+/// written out, in characters and classes: `[a-z]{1,63}` is 63 and passes,
+/// `(a{1000}|b)` is 1001 and is refused.
+///
+/// A search costs up to this size times the length of the text searched (the
+/// regex engines fall back to simulating the automaton when it is too large
+/// to cache), so the limit bounds the work one `matches` does on a long
+/// value. Go's RE2, which Consul uses, allows `{1000}`; 256 keeps DNS labels
+/// (`{1,63}`), names up to 255 characters, UUIDs and addresses.
+pub const MAX_REGEX_EXPANSION: usize = 256;
 
 /// A parsed filter expression, ready to test records.
 ///

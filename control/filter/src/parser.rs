@@ -19,12 +19,13 @@
 //! back to the other when it fails.
 
 use regex::RegexBuilder;
+use regex_syntax::hir::{Hir, HirKind};
 
 use crate::ast::{Expr, Match, Selector, Test};
 use crate::error::{shorten, FilterError};
 use crate::lexer::{lex, Token, TokenKind};
 use crate::literal::Literal;
-use crate::{MAX_DEPTH, MAX_REGEXES};
+use crate::{MAX_DEPTH, MAX_REGEXES, MAX_REGEX_EXPANSION};
 
 /// The most memory one compiled regular expression may use, in bytes.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -248,6 +249,19 @@ impl<'a> Parser<'a> {
             });
         }
         self.regexes += 1;
+        // A pattern that does not parse is left to the builder below, whose
+        // message is the one callers see.
+        if let Ok(hir) = regex_syntax::parse(pattern) {
+            let size = expansion(&hir);
+            if size > MAX_REGEX_EXPANSION {
+                return Err(FilterError::RegexTooLarge {
+                    pattern: shorten(pattern),
+                    offset,
+                    size,
+                    limit: MAX_REGEX_EXPANSION,
+                });
+            }
+        }
         RegexBuilder::new(pattern)
             .size_limit(REGEX_SIZE_LIMIT)
             .dfa_size_limit(REGEX_SIZE_LIMIT)
@@ -257,6 +271,33 @@ impl<'a> Parser<'a> {
                 offset,
                 reason: err.to_string(),
             })
+    }
+}
+
+/// How many characters and classes `hir` spells out once every counted
+/// repetition is written out in full: `a{3}` is 3, `(ab|c){1,5}` is 15,
+/// `x{4,}` is 4, and `*`, `+` and `?` count their operand once.
+///
+/// This is what makes a search slow: the regex engines' automata grow with
+/// it, and once an automaton is too large for the lazy DFA's cache the
+/// search falls back to simulating it, at a cost of this size times the
+/// length of the text.
+fn expansion(hir: &Hir) -> usize {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => 0,
+        HirKind::Literal(literal) => {
+            std::str::from_utf8(&literal.0).map_or(literal.0.len(), |text| text.chars().count())
+        }
+        HirKind::Class(_) => 1,
+        HirKind::Repetition(rep) => {
+            let copies = rep.max.unwrap_or(rep.min).max(1);
+            let copies = usize::try_from(copies).unwrap_or(usize::MAX);
+            expansion(&rep.sub).saturating_mul(copies)
+        }
+        HirKind::Capture(capture) => expansion(&capture.sub),
+        HirKind::Concat(parts) | HirKind::Alternation(parts) => parts
+            .iter()
+            .fold(0, |total, part| total.saturating_add(expansion(part))),
     }
 }
 

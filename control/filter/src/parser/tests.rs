@@ -290,11 +290,77 @@ fn regexes_compile_at_parse_time() {
         }
         other => panic!("{other:?}"),
     }
-    // Too large once compiled.
+    // Too large once compiled: Unicode classes compile to many states.
     assert!(matches!(
-        error("Name matches `\\w{1000}\\w{1000}\\w{1000}`"),
+        error("Name matches `\\w{100}`"),
         FilterError::InvalidRegex { .. }
     ));
+}
+
+#[test]
+fn counted_repeats_are_capped() {
+    match error("Meta.x matches \"(a{1000}|b)\"") {
+        FilterError::RegexTooLarge {
+            pattern,
+            offset,
+            size,
+            limit,
+        } => {
+            assert_eq!(pattern, "(a{1000}|b)");
+            assert_eq!(offset, 15);
+            assert_eq!(size, 1001);
+            assert_eq!(limit, MAX_REGEX_EXPANSION);
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = error("Meta.x matches \"(a{1000}|b)\"");
+    assert!(err.is_limit());
+    let message = err.to_string();
+    assert!(message.contains("\"(a{1000}|b)\""), "{message}");
+    assert!(message.contains("too expensive"), "{message}");
+    // Nested repeats multiply, and repeats side by side add up.
+    for expensive in [
+        "(a{1,20}){1,20}X",
+        "a{1,100}a{1,100}a{1,100}X",
+        "x{257}",
+        "(ab){129}",
+        "[a-z]{300,}",
+        "(a{65535}){65535}",
+    ] {
+        let expr = format!("Name matches `{expensive}`");
+        assert!(
+            matches!(error(&expr), FilterError::RegexTooLarge { .. }),
+            "{expensive}"
+        );
+    }
+    // `not matches` is refused the same way, not read as a selector `not`.
+    assert!(matches!(
+        error("not Name matches `x{1000}`"),
+        FilterError::RegexTooLarge { .. }
+    ));
+    assert!(matches!(
+        error("Name not matches `x{1000}`"),
+        FilterError::RegexTooLarge { .. }
+    ));
+}
+
+#[test]
+fn ordinary_regexes_still_compile() {
+    for ordinary in [
+        "^v[0-9]+$",
+        ".*-canary",
+        "[a-z]{1,63}",
+        "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        "^\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}$",
+        "^([0-9a-f]{1,4}:){7}[0-9a-f]{1,4}$",
+        "^.{0,255}$",
+        "(?i)^web-(primary|secondary)\\b",
+        "x{256}",
+    ] {
+        let expr = format!("Name matches `{ordinary}`");
+        assert!(parse(&expr).is_ok(), "{ordinary}: {:?}", parse(&expr));
+    }
 }
 
 #[test]
