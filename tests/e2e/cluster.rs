@@ -67,15 +67,9 @@ async fn agreed_leader(agents: &[&Agent], voters: usize) -> String {
     .await
 }
 
-async fn server_port(a: &Agent) -> u16 {
-    a.get("/v1/agent/self").await.json()["DebugConfig"]["ServerPort"]
-        .as_u64()
-        .expect("ServerPort") as u16
-}
-
 async fn index_of_leader(agents: &[Agent], leader: &str) -> usize {
     for (i, a) in agents.iter().enumerate() {
-        if leader.ends_with(&format!(":{}", server_port(a).await)) {
+        if leader.ends_with(&format!(":{}", a.server_port().await)) {
             return i;
         }
     }
@@ -283,7 +277,7 @@ async fn three_servers_elect_replicate_and_survive_losing_the_leader() {
         (keys >= 20).then_some(keys)
     })
     .await;
-    let old_server_port = server_port(&servers[li]).await;
+    let old_server_port = servers[li].server_port().await;
     let old_serf_port = servers[li].serf_lan;
     servers[li].kill9();
     let killed_at = Instant::now();
@@ -477,7 +471,7 @@ async fn encrypted_gossip_keyring_replacement_force_leave_and_graceful_leave() {
 
     // A killed server is failed; once a new server replaces it, autopilot's
     // dead-server cleanup takes it out of the voters.
-    let dead_rpc = format!("127.0.0.1:{}", server_port(&servers[2]).await);
+    let dead_rpc = format!("127.0.0.1:{}", servers[2].server_port().await);
     servers[2].kill9();
     eventually(FORM, "s3 failed", || async {
         (member_status(&servers[0], "s3").await == Some(4)).then_some(())
@@ -493,7 +487,7 @@ async fn encrypted_gossip_keyring_replacement_force_leave_and_graceful_leave() {
             "-retry-interval=200ms".into(),
         ],
     );
-    let s4_rpc = format!("127.0.0.1:{}", server_port(&s4).await);
+    let s4_rpc = format!("127.0.0.1:{}", s4.server_port().await);
     eventually(FORM, "s4 replaces s3 among the voters", || async {
         let peers = servers[0].get("/v1/status/peers").await.json();
         let peers: Vec<&str> = peers.as_array()?.iter().filter_map(Value::as_str).collect();
@@ -611,7 +605,7 @@ async fn client_agent_proxies_follow_the_servers_through_server_failures() {
     .await;
 
     for (i, name) in ["s1", "s2", "s3"].into_iter().enumerate() {
-        let (rpc, serf) = (server_port(&servers[i]).await, servers[i].serf_lan);
+        let (rpc, serf) = (servers[i].server_port().await, servers[i].serf_lan);
         servers[i].kill9();
         let live = &servers[(i + 1) % 3];
         let leaf = client

@@ -225,6 +225,28 @@ impl Agent {
         None
     }
 
+    /// The agent's resident memory now and at its peak, in KiB (`VmRSS`
+    /// and `VmHWM` of `/proc/PID/status`).
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc status of the agent");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// The server RPC port, from `/v1/agent/self`.
+    pub async fn server_port(&self) -> u16 {
+        self.get("/v1/agent/self").await.json()["DebugConfig"]["ServerPort"]
+            .as_u64()
+            .expect("ServerPort") as u16
+    }
+
     /// The agent's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
