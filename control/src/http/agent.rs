@@ -96,7 +96,7 @@ async fn services(State(api): Api, ctx: Ctx) -> Result<Json<Value>, ApiError> {
         .values()
         .map(|s| without_indexes(&s.service))
         .collect();
-    let kept = super::apply_filter(all, opts.filter.as_deref())?;
+    let kept = super::apply_filter(all, opts.filter.as_deref()).await?;
     let map: Map<String, Value> = kept
         .into_iter()
         .map(|v| (v["ID"].as_str().unwrap_or_default().to_string(), v))
@@ -195,7 +195,7 @@ async fn checks(State(api): Api, ctx: Ctx) -> Result<Json<Value>, ApiError> {
         .values()
         .map(|c| without_indexes(&c.check))
         .collect();
-    let kept = super::apply_filter(all, opts.filter.as_deref())?;
+    let kept = super::apply_filter(all, opts.filter.as_deref()).await?;
     let map: Map<String, Value> = kept
         .into_iter()
         .map(|v| (v["CheckID"].as_str().unwrap_or_default().to_string(), v))

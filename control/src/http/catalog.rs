@@ -1,9 +1,11 @@
 //! `/v1/catalog/*`: register, deregister and read nodes and services.
 
-use super::{apply_filter, decode_body, Api, ApiError, ApiState, Ctx};
+use super::{
+    apply_filter, decode_body, parse_filter, retain_matching, Api, ApiError, ApiState, Ctx,
+};
 use crate::raft::{now_ms, Command};
 use crate::state::{table, StateData, Topic};
-use crate::structs::{DeregisterRequest, Node, NodeService, RegisterRequest};
+use crate::structs::{DeregisterRequest, Node, NodeService, RegisterRequest, ServiceNode};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -92,55 +94,50 @@ async fn nodes(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
             (d.index(table::NODES), nodes)
         })
         .await?;
-    Ok(qm.json(&apply_filter(nodes, opts.filter.as_deref())?))
+    Ok(qm.json(&apply_filter(nodes, opts.filter.as_deref()).await?))
 }
 
 async fn services(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
     let opts = ctx.query()?;
     let meta = node_meta_filter(&ctx);
-    let filter = match &opts.filter {
-        Some(f) => Some(mesh_filter::Filter::parse(f).map_err(|e| {
-            ApiError::bad_request(format!(
-                "Failed to create boolean expression evaluator: {e}"
-            ))
-        })?),
-        None => None,
-    };
-    let (qm, out) = api
-        .blocking(&opts, &[Topic::Exact(table::SERVICES.into())], |d| {
-            (
-                d.index(table::SERVICES),
-                service_tags(d, &meta, filter.as_ref()),
-            )
+    let filter = opts.filter.as_deref().map(parse_filter).transpose()?;
+    let topics = [Topic::Exact(table::SERVICES.into())];
+    if meta.is_empty() && filter.is_none() {
+        let (qm, out) = api
+            .blocking(&opts, &topics, |d| {
+                (d.index(table::SERVICES), d.service_names())
+            })
+            .await?;
+        return Ok(qm.json(&out));
+    }
+    // The filter runs after the read, off the async workers, not under
+    // the store's lock.
+    let (qm, instances) = api
+        .blocking(&opts, &topics, |d| {
+            (d.index(table::SERVICES), service_instances(d, &meta))
         })
         .await?;
-    Ok(qm.json(&out))
+    let kept = retain_matching(instances, filter).await?;
+    Ok(qm.json(&service_tags(kept)))
 }
 
-fn service_tags(
-    d: &StateData,
-    meta: &[(String, String)],
-    filter: Option<&mesh_filter::Filter>,
-) -> BTreeMap<String, Vec<String>> {
-    if meta.is_empty() && filter.is_none() {
-        return d.service_names();
-    }
+/// Every service instance, flattened with its node, on the nodes that carry
+/// every `node-meta` pair.
+fn service_instances(d: &StateData, meta: &[(String, String)]) -> Vec<ServiceNode> {
+    d.all_instances()
+        .filter(|(n, _)| node_meta_matches(n, meta))
+        .map(|(n, s)| ServiceNode::new(n, s))
+        .collect()
+}
+
+/// Service names with the tags their instances carry, sorted.
+fn service_tags(instances: Vec<ServiceNode>) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (n, s) in d.all_instances() {
-        if !node_meta_matches(n, meta) {
-            continue;
-        }
-        if let Some(f) = filter {
-            let sn =
-                serde_json::to_value(crate::structs::ServiceNode::new(n, s)).unwrap_or_default();
-            if !f.matches(&sn) {
-                continue;
-            }
-        }
-        let tags = out.entry(s.service.clone()).or_default();
-        for t in &s.tags {
-            if !tags.contains(t) {
-                tags.push(t.clone());
+    for sn in instances {
+        let tags = out.entry(sn.service_name).or_default();
+        for t in sn.service_tags {
+            if !tags.contains(&t) {
+                tags.push(t);
             }
         }
         tags.sort();
@@ -194,7 +191,7 @@ async fn instances(
             (instances_index(d, &name, connect), out)
         })
         .await?;
-    Ok(qm.json(&apply_filter(nodes, opts.filter.as_deref())?))
+    Ok(qm.json(&apply_filter(nodes, opts.filter.as_deref()).await?))
 }
 
 fn node_read(d: &StateData, node: &str) -> (u64, Option<(Node, Vec<NodeService>)>) {
@@ -214,7 +211,7 @@ async fn node(State(api): Api, ctx: Ctx, Path(node): Path<String>) -> Result<Res
     let body = match found {
         None => serde_json::Value::Null,
         Some((n, svcs)) => {
-            let svcs = apply_filter(svcs, opts.filter.as_deref())?;
+            let svcs = apply_filter(svcs, opts.filter.as_deref()).await?;
             let by_id: serde_json::Map<String, serde_json::Value> = svcs
                 .into_iter()
                 .map(|s| (s["ID"].as_str().unwrap_or_default().to_string(), s))
@@ -240,7 +237,7 @@ async fn node_services(
         None => serde_json::Value::Null,
         Some((n, svcs)) => json!({
             "Node": n,
-            "Services": apply_filter(svcs, opts.filter.as_deref())?,
+            "Services": apply_filter(svcs, opts.filter.as_deref()).await?,
         }),
     };
     Ok(qm.json(&body))

@@ -79,7 +79,7 @@ async fn list(State(api): Api, ctx: Ctx, Path(kind): Path<String>) -> Result<Res
             (d.index(&config_topic(&kind)), out)
         })
         .await?;
-    Ok(qm.json(&super::apply_filter(entries, opts.filter.as_deref())?))
+    Ok(qm.json(&super::apply_filter(entries, opts.filter.as_deref()).await?))
 }
 
 async fn read(

@@ -25,7 +25,7 @@ async fn node(State(api): Api, ctx: Ctx, Path(node): Path<String>) -> Result<Res
             (d.index(table::CHECKS), d.node_checks(&node))
         })
         .await?;
-    Ok(qm.json(&apply_filter(checks, opts.filter.as_deref())?))
+    Ok(qm.json(&apply_filter(checks, opts.filter.as_deref()).await?))
 }
 
 async fn checks(State(api): Api, ctx: Ctx, Path(name): Path<String>) -> Result<Response, ApiError> {
@@ -35,7 +35,7 @@ async fn checks(State(api): Api, ctx: Ctx, Path(name): Path<String>) -> Result<R
             (d.service_index(&name), d.service_checks(&name))
         })
         .await?;
-    Ok(qm.json(&apply_filter(checks, opts.filter.as_deref())?))
+    Ok(qm.json(&apply_filter(checks, opts.filter.as_deref()).await?))
 }
 
 async fn service(state: Api, ctx: Ctx, Path(name): Path<String>) -> Result<Response, ApiError> {
@@ -68,7 +68,7 @@ async fn instances(
             (instances_index(d, &name, connect), out)
         })
         .await?;
-    Ok(qm.json(&apply_filter(entries, opts.filter.as_deref())?))
+    Ok(qm.json(&apply_filter(entries, opts.filter.as_deref()).await?))
 }
 
 async fn state(State(api): Api, ctx: Ctx, Path(state): Path<String>) -> Result<Response, ApiError> {
@@ -86,5 +86,5 @@ async fn state(State(api): Api, ctx: Ctx, Path(state): Path<String>) -> Result<R
             (d.index(table::CHECKS), out)
         })
         .await?;
-    Ok(qm.json(&apply_filter(checks, opts.filter.as_deref())?))
+    Ok(qm.json(&apply_filter(checks, opts.filter.as_deref()).await?))
 }

@@ -54,7 +54,7 @@ async fn list(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
     let opts = ctx.query()?;
     let (qm, mut all) = api.blocking(&opts, &[topic()], read_all).await?;
     sort_by_precedence(&mut all);
-    Ok(qm.json(&super::apply_filter(all, opts.filter.as_deref())?))
+    Ok(qm.json(&super::apply_filter(all, opts.filter.as_deref()).await?))
 }
 
 fn find(all: Vec<Intention>, source: &str, destination: &str) -> Option<Intention> {

@@ -50,7 +50,7 @@ async fn nodes(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
             (d.max_index(&CATALOG), node_dump(d))
         })
         .await?;
-    Ok(qm.json(&apply_filter(dump, opts.filter.as_deref())?))
+    Ok(qm.json(&apply_filter(dump, opts.filter.as_deref()).await?))
 }
 
 /// One row per service name: instances, nodes, tags and check counts.
@@ -118,5 +118,5 @@ async fn services(State(api): Api, ctx: Ctx) -> Result<Response, ApiError> {
             (d.max_index(&CATALOG), service_summaries(d))
         })
         .await?;
-    Ok(qm.json(&apply_filter(summaries, opts.filter.as_deref())?))
+    Ok(qm.json(&apply_filter(summaries, opts.filter.as_deref()).await?))
 }

@@ -11,6 +11,7 @@ mod config;
 mod connect_ca;
 mod discovery_chain;
 mod error;
+mod filter;
 mod forward;
 mod health;
 mod intentions;
@@ -32,6 +33,8 @@ pub use error::ApiError;
 pub use forward::client_router;
 pub use query::{Consistency, Params, QueryOptions};
 
+use filter::{apply_filter, parse_filter, retain_matching};
+
 use crate::agent::Agent;
 use crate::cluster::Cluster;
 use crate::raft::{Command, CommandResult, RaftNode};
@@ -39,7 +42,6 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::Router;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use std::sync::Arc;
 
 /// What every handler shares.
@@ -159,26 +161,6 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         ApiError::bad_request(format!("Request decode failed: {path}: {}", e.inner()))
     })
-}
-
-/// Keeps the items matching a `filter=` expression.
-pub fn apply_filter<T: Serialize>(
-    items: Vec<T>,
-    filter: Option<&str>,
-) -> Result<Vec<serde_json::Value>, ApiError> {
-    let values: Vec<serde_json::Value> = items
-        .into_iter()
-        .map(|i| serde_json::to_value(i).unwrap_or(serde_json::Value::Null))
-        .collect();
-    let Some(expr) = filter else {
-        return Ok(values);
-    };
-    let f = mesh_filter::Filter::parse(expr).map_err(|e| {
-        ApiError::bad_request(format!(
-            "Failed to create boolean expression evaluator: {e}"
-        ))
-    })?;
-    Ok(mesh_filter::filter_values(&f, values))
 }
 
 /// The whole `/v1` API.
