@@ -10,6 +10,7 @@ mod cluster;
 mod config;
 mod connect;
 mod dns;
+mod filter;
 mod health;
 mod kv;
 mod l7;
