@@ -72,7 +72,8 @@ pub struct DnsConfig {
     /// How long reading one query's bytes, or writing one response, may take
     /// on TCP.
     pub tcp_io_timeout: Duration,
-    /// Most TCP connections served at once; further ones are closed at once.
+    /// Most TCP connections served at once; one more sheds the longest idle
+    /// (or, if none is idle, the longest busy) to make room.
     pub tcp_max_connections: usize,
 }
 

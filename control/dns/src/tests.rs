@@ -889,3 +889,117 @@ async fn serves_udp_and_tcp() {
     // The listener is gone with the future.
     assert!(TcpStream::connect(tcp_addr).await.is_err());
 }
+
+/// Serves `many(20)` on TCP under `limits` (UDP bound but unused).
+async fn serve_tcp_with(
+    limits: crate::transport::TcpLimits,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let server = Arc::new(server_with(DnsConfig::default(), many(20)));
+    let serving = tokio::spawn(crate::transport::serve(server, limits, udp, tcp));
+    (addr, serving)
+}
+
+/// Asks `qname` over a new TCP connection; the reply, if one comes in time.
+async fn tcp_ask(addr: std::net::SocketAddr, qname: &str) -> Option<Message> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let query = query_bytes(qname, RecordType::SRV, None);
+        let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&query);
+        stream.write_all(&framed).await.ok()?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await.ok()?;
+        let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+        stream.read_exact(&mut reply).await.ok()?;
+        Message::from_vec(&reply).ok()
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// True once the server has closed `stream` (EOF or reset), within 5 s.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf));
+    matches!(read.await, Ok(Ok(0) | Err(_)))
+}
+
+#[tokio::test]
+async fn a_flood_of_idle_and_stalled_tcp_connections_cannot_lock_out_a_new_client() {
+    use tokio::io::AsyncWriteExt;
+    // Timeouts far longer than the test: only shedding can make room.
+    let limits = crate::transport::TcpLimits {
+        max_connections: 16,
+        idle_timeout: std::time::Duration::from_secs(600),
+        io_timeout: std::time::Duration::from_secs(600),
+    };
+    let (addr, serving) = serve_tcp_with(limits).await;
+
+    // Connections that send nothing, half a length prefix, or a length
+    // prefix and no message, then stall.
+    let mut flood = Vec::new();
+    for i in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        match i % 3 {
+            0 => {}
+            1 => stream.write_all(&[0]).await.unwrap(),
+            _ => stream.write_all(&[0, 40]).await.unwrap(),
+        }
+        flood.push(stream);
+    }
+    let msg = tcp_ask(addr, "big.service.consul.")
+        .await
+        .expect("a new client is answered despite the flood");
+    assert_eq!(msg.answers().len(), 20);
+    // And again: the limit keeps shedding, it does not fill up.
+    assert!(tcp_ask(addr, "big.service.consul.").await.is_some());
+    // The oldest connection, idle since it connected, was shed.
+    assert!(closed_by_server(&mut flood[0]).await);
+
+    serving.abort();
+}
+
+#[tokio::test]
+async fn a_tcp_query_begun_and_stalled_is_closed_in_io_time_not_idle_time() {
+    use tokio::io::AsyncWriteExt;
+    let limits = crate::transport::TcpLimits {
+        max_connections: 16,
+        idle_timeout: std::time::Duration::from_secs(600),
+        io_timeout: std::time::Duration::from_millis(100),
+    };
+    let (addr, serving) = serve_tcp_with(limits).await;
+    // One byte of a length prefix, then nothing.
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(&[0]).await.unwrap();
+    assert!(closed_by_server(&mut stalled).await);
+    // A length prefix without its message.
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(&[0, 40]).await.unwrap();
+    assert!(closed_by_server(&mut stalled).await);
+    // A client that keeps its queries whole is served as before.
+    assert!(tcp_ask(addr, "web.service.consul.").await.is_some());
+    serving.abort();
+}
+
+#[tokio::test]
+async fn an_idle_tcp_connection_is_closed_after_the_idle_timeout() {
+    let limits = crate::transport::TcpLimits {
+        max_connections: 16,
+        idle_timeout: std::time::Duration::from_millis(100),
+        io_timeout: std::time::Duration::from_secs(600),
+    };
+    let (addr, serving) = serve_tcp_with(limits).await;
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(closed_by_server(&mut idle).await);
+    serving.abort();
+}

@@ -2,17 +2,19 @@
 //! answers from its catalog, or anything else that turns a query into a
 //! reply (a client agent forwards queries to a server).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::task::JoinSet;
-use tokio::time::timeout;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::{timeout, Instant};
 
 use crate::config::DnsConfig;
 
@@ -43,11 +45,14 @@ pub trait Answer: Send + Sync + 'static {
 /// How TCP connections are bounded.
 #[derive(Debug, Clone, Copy)]
 pub struct TcpLimits {
-    /// Open connections at most.
+    /// Open connections at most. A connection accepted beyond this sheds an
+    /// open one (the longest idle, else the longest busy), so a flood of
+    /// idle or stalled connections cannot lock new clients out.
     pub max_connections: usize,
-    /// A connection idle this long is closed.
+    /// A connection that has not begun a query for this long is closed.
     pub idle_timeout: Duration,
-    /// Reading a query or writing a reply may take this long.
+    /// Reading the rest of a query once its first byte has arrived, or
+    /// writing a reply, may take this long.
     pub io_timeout: Duration,
 }
 
@@ -66,7 +71,8 @@ impl From<&DnsConfig> for TcpLimits {
 ///
 /// UDP queries are answered inline, in arrival order; each TCP connection
 /// gets a task of its own, answering its queries (2-byte length framing) one
-/// after another until the client closes it or stays idle too long.
+/// after another until the client closes it, stays idle too long, or is shed
+/// to make room for a new one.
 pub async fn serve(
     answerer: Arc<dyn Answer>,
     limits: TcpLimits,
@@ -109,30 +115,98 @@ async fn serve_udp(answerer: Arc<dyn Answer>, socket: UdpSocket) -> io::Result<(
     }
 }
 
+/// What a connection's task tells the accept loop, which picks the
+/// connection to shed when a new one arrives at the limit.
+struct Progress {
+    /// When the accept loop started: the zero of `since_ms`.
+    epoch: Instant,
+    /// When the connection last became idle (accepted, or a reply sent) or
+    /// busy (a query began), in milliseconds since the loop's start.
+    since_ms: AtomicU64,
+    /// True from a query's first byte until its reply is written.
+    busy: AtomicBool,
+}
+
+impl Progress {
+    fn mark(&self, busy: bool) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.since_ms.store(ms, Ordering::Relaxed);
+        self.busy.store(busy, Ordering::Relaxed);
+    }
+
+    /// Sorts the connection to shed first: idle before busy, then the one
+    /// that has been so longest.
+    fn shed_order(&self) -> (bool, u64) {
+        (
+            self.busy.load(Ordering::Relaxed),
+            self.since_ms.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// An open connection, as the accept loop keeps it.
+struct Open {
+    task: AbortHandle,
+    progress: Arc<Progress>,
+}
+
 async fn serve_tcp(
     answerer: Arc<dyn Answer>,
     limits: TcpLimits,
     listener: TcpListener,
 ) -> io::Result<()> {
+    let epoch = Instant::now();
     // Connections live in this set, so dropping the future ends them.
     let mut connections = JoinSet::new();
+    let mut open: HashMap<tokio::task::Id, Open> = HashMap::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    if connections.len() >= limits.max_connections {
-                        tracing::debug!(%peer, "too many DNS TCP connections; closing");
-                        continue;
+                    if open.len() >= limits.max_connections {
+                        shed(&mut open, peer);
                     }
-                    connections.spawn(serve_connection(answerer.clone(), limits, stream, peer));
+                    let progress = Arc::new(Progress {
+                        epoch,
+                        since_ms: AtomicU64::new(0),
+                        busy: AtomicBool::new(false),
+                    });
+                    progress.mark(false);
+                    let task = connections.spawn(serve_connection(
+                        answerer.clone(),
+                        limits,
+                        stream,
+                        peer,
+                        progress.clone(),
+                    ));
+                    open.insert(task.id(), Open { task, progress });
                 }
                 Err(err) => {
                     tracing::warn!(%err, "DNS TCP accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(done) = connections.join_next_with_id(), if !connections.is_empty() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(err) => err.id(),
+                };
+                open.remove(&id);
+            }
         }
+    }
+}
+
+/// Closes the open connection that has been idle longest (or, when all are
+/// busy, busy longest) to make room for one from `peer`.
+fn shed(open: &mut HashMap<tokio::task::Id, Open>, peer: SocketAddr) {
+    let victim = open
+        .iter()
+        .min_by_key(|(_, conn)| conn.progress.shed_order())
+        .map(|(id, _)| *id);
+    if let Some(conn) = victim.and_then(|id| open.remove(&id)) {
+        tracing::debug!(%peer, "too many DNS TCP connections; closing the longest idle");
+        conn.task.abort();
     }
 }
 
@@ -141,28 +215,36 @@ async fn serve_connection(
     limits: TcpLimits,
     mut stream: TcpStream,
     peer: SocketAddr,
+    progress: Arc<Progress>,
 ) {
     let _ = stream.set_nodelay(true);
     let mut out = Vec::new();
     loop {
+        progress.mark(false);
         let mut len = [0u8; 2];
-        match timeout(limits.idle_timeout, stream.read_exact(&mut len)).await {
+        match timeout(limits.idle_timeout, stream.read_exact(&mut len[..1])).await {
             Ok(Ok(_)) => {}
             // Closed, failed or idle: the connection is done.
             _ => return,
         }
-        let len = usize::from(u16::from_be_bytes(len));
-        if len == 0 {
-            return;
-        }
-        let mut query = vec![0u8; len];
-        match timeout(limits.io_timeout, stream.read_exact(&mut query)).await {
-            Ok(Ok(_)) => {}
+        progress.mark(true);
+        // Once a query has begun, all of it must arrive in time: a client
+        // that sends part of one and stalls is not waited for.
+        let read = async {
+            stream.read_exact(&mut len[1..]).await?;
+            let len = usize::from(u16::from_be_bytes(len));
+            let mut query = vec![0u8; len];
+            stream.read_exact(&mut query).await?;
+            io::Result::Ok(query)
+        };
+        let query = match timeout(limits.io_timeout, read).await {
+            Ok(Ok(query)) if !query.is_empty() => query,
+            Ok(Ok(_)) => return,
             _ => {
                 tracing::debug!(%peer, "DNS TCP query not read in time");
                 return;
             }
-        }
+        };
         let Some(response) = answerer.answer(query, MAX_TCP_SIZE).await else {
             continue;
         };
