@@ -3,6 +3,7 @@
 //! rejoining the members known before a restart), and the membership feed
 //! the leader reconciles ([`crate::server::membership`]).
 
+use crate::rpc::handshake::RpcKeys;
 use crate::server::membership::{ClusterMember, MemberStatus, ServerInfo};
 use mesh_gossip::{Gossip, GossipConfig, Member};
 use std::collections::BTreeMap;
@@ -76,25 +77,21 @@ pub struct Lan {
 }
 
 impl Lan {
-    /// Starts gossip, joins `-join` (failing if none answers), and starts
-    /// the background rejoin and `-retry-join`.
-    pub async fn start(cfg: LanConfig, me: Identity) -> Result<Lan, String> {
+    /// Starts gossip with the keyring `keys` holds ([`starting_keyring`]),
+    /// joins `-join` (failing if none answers), and starts the background
+    /// rejoin and `-retry-join`. `keys`, which RPC authenticates with,
+    /// follows the pool's keyring from then on.
+    pub async fn start(cfg: LanConfig, me: Identity, keys: &RpcKeys) -> Result<Lan, String> {
         let mut gossip_cfg = GossipConfig::new(me.node_name.clone(), cfg.bind);
         gossip_cfg.advertise = Some(SocketAddr::new(cfg.advertise, cfg.bind.port()));
         gossip_cfg.tags = tags(&me);
-        gossip_cfg.keys = match me.data_dir.as_deref().map(load_keyring).transpose()? {
-            Some(Some(saved)) => {
-                if !cfg.keys.is_empty() && saved != cfg.keys {
-                    tracing::warn!("a saved keyring exists in the data dir; ignoring -encrypt");
-                }
-                saved
-            }
-            _ => cfg.keys.clone(),
-        };
+        gossip_cfg.keys = keys.current();
         gossip_cfg.reap_after = cfg.reap_after;
         let gossip = Gossip::start(gossip_cfg)
             .await
             .map_err(|e| format!("LAN gossip on {}: {e}", cfg.bind))?;
+        let live = gossip.clone();
+        keys.follow(move || live.keys());
         let (tx, members) = watch::channel(cluster_members(&gossip.members(), &me.datacenter));
         let left = Arc::new(AtomicBool::new(false));
         tokio::spawn(feed(gossip.clone(), tx, me.clone(), left.clone()));
@@ -171,6 +168,20 @@ impl Lan {
             let _ = std::fs::write(path, "leave\n");
         }
     }
+}
+
+/// The keyring the agent starts with: the one saved in the data dir, or
+/// `-encrypt`'s key. Gossip and RPC are keyed with it.
+pub fn starting_keyring(cfg: &LanConfig, data_dir: Option<&Path>) -> Result<Vec<Vec<u8>>, String> {
+    Ok(match data_dir.map(load_keyring).transpose()? {
+        Some(Some(saved)) => {
+            if !cfg.keys.is_empty() && saved != cfg.keys {
+                tracing::warn!("a saved keyring exists in the data dir; ignoring -encrypt");
+            }
+            saved
+        }
+        _ => cfg.keys.clone(),
+    })
 }
 
 /// The keyring saved in `dir`, if any; an unreadable one is an error that

@@ -9,10 +9,11 @@ use crate::agent::{Agent, AgentConfig};
 use crate::cluster::Cluster;
 use crate::dns::{DnsConfig, DnsServer, ForwardedDns, StoreCatalog};
 use crate::http::{client_router, router, ApiState, ServerApi};
-use crate::lan::{Identity, Lan, LanConfig};
+use crate::lan::{starting_keyring, Identity, Lan, LanConfig};
 use crate::raft::{RaftConfig, RaftNode};
+use crate::rpc::handshake::RpcKeys;
 use crate::rpc::link::ServerLink;
-use crate::rpc::server::RpcHandlers;
+use crate::rpc::server::{RpcHandlers, RpcLimits};
 use crate::server::ca::{CaManager, CSR_MAX_PER_SECOND};
 use crate::server::leader::LeaderDuties;
 use crate::server::membership::{ClusterMember, MemberStatus};
@@ -44,6 +45,8 @@ pub struct LaunchConfig {
     pub bootstrap: Bootstrap,
     /// How the agent joins its LAN gossip pool.
     pub lan: LanConfig,
+    /// Time and connection limits of the server RPC port.
+    pub rpc_limits: RpcLimits,
 }
 
 /// How a server's Raft cluster comes to be.
@@ -161,20 +164,33 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
         dns_tcp,
         dns_addr,
     };
+    let keys = RpcKeys::new(starting_keyring(&cfg.lan, cfg.agent.data_dir.as_deref())?);
     if cfg.agent.server {
-        launch_server(cfg, bound).await
+        launch_server(cfg, bound, keys).await
     } else {
-        launch_client(cfg, bound).await
+        launch_client(cfg, bound, keys).await
     }
 }
 
 /// A server: Raft on the RPC port, gossip, the leader loop, the whole API
 /// and DNS.
-async fn launch_server(mut cfg: LaunchConfig, bound: Bound) -> Result<Running, String> {
+async fn launch_server(
+    mut cfg: LaunchConfig,
+    bound: Bound,
+    keys: RpcKeys,
+) -> Result<Running, String> {
     let rpc = TcpListener::bind(cfg.rpc_addr)
         .await
         .map_err(|e| format!("server RPC listener on {}: {e}", cfg.rpc_addr))?;
-    cfg.agent.ports.server = rpc.local_addr().map_err(|e| e.to_string())?.port();
+    let rpc_addr = rpc.local_addr().map_err(|e| e.to_string())?;
+    cfg.agent.ports.server = rpc_addr.port();
+    if !keys.is_keyed() {
+        tracing::warn!(
+            addr = %rpc_addr,
+            "the server RPC port is OPEN: anyone who reaches it can write to the cluster \
+             and have leaves signed; set -encrypt (the gossip key also keys RPC) to close it"
+        );
+    }
 
     let store = Arc::new(Store::default());
     let node = RaftNode::start(
@@ -187,13 +203,14 @@ async fn launch_server(mut cfg: LaunchConfig, bound: Bound) -> Result<Running, S
             data_dir: cfg.agent.data_dir.clone(),
             snapshot_threshold: cfg.snapshot_threshold,
             bootstrap_alone: cfg.bootstrap == Bootstrap::Alone,
+            keys: keys.clone(),
         },
         store.clone(),
     )
     .await
     .map_err(|e| format!("starting Raft: {e}"))?;
     let server_port = cfg.agent.ports.server;
-    let lan = start_lan(&mut cfg, Some(server_port)).await?;
+    let lan = start_lan(&mut cfg, Some(server_port), &keys).await?;
     let ca = Arc::new(CaManager::new(node.clone(), CSR_MAX_PER_SECOND));
     let sessions = Arc::new(SessionTimers::new(node.clone()));
     let duties = ServerApi {
@@ -218,6 +235,8 @@ async fn launch_server(mut cfg: LaunchConfig, bound: Bound) -> Result<Running, S
         http: app.clone(),
         dns: dns.clone(),
         ca: ca.clone(),
+        keys,
+        limits: cfg.rpc_limits,
     };
     let mut tasks = vec![
         tokio::spawn(crate::rpc::server::serve(rpc, handlers)),
@@ -273,9 +292,13 @@ async fn launch_server(mut cfg: LaunchConfig, bound: Bound) -> Result<Running, S
 /// A client agent: no Raft state and no RPC listener. Its own services and
 /// checks live here; writes and every API request it cannot answer itself
 /// go to the servers gossip finds.
-async fn launch_client(mut cfg: LaunchConfig, bound: Bound) -> Result<Running, String> {
-    let lan = start_lan(&mut cfg, None).await?;
-    let link = ServerLink::new(server_addresses(&lan));
+async fn launch_client(
+    mut cfg: LaunchConfig,
+    bound: Bound,
+    keys: RpcKeys,
+) -> Result<Running, String> {
+    let lan = start_lan(&mut cfg, None, &keys).await?;
+    let link = ServerLink::new(server_addresses(&lan), keys);
     let state = api_state(&cfg, Role::Client(link.clone()), lan.clone());
     let agent = state.agent.clone();
     let app = client_router(state);
@@ -305,7 +328,11 @@ async fn launch_client(mut cfg: LaunchConfig, bound: Bound) -> Result<Running, S
 
 /// Joins the LAN pool, advertising `server_port` when a server, and notes
 /// the bound gossip port.
-async fn start_lan(cfg: &mut LaunchConfig, server_port: Option<u16>) -> Result<Lan, String> {
+async fn start_lan(
+    cfg: &mut LaunchConfig,
+    server_port: Option<u16>,
+    keys: &RpcKeys,
+) -> Result<Lan, String> {
     let lan = Lan::start(
         cfg.lan.clone(),
         Identity {
@@ -316,6 +343,7 @@ async fn start_lan(cfg: &mut LaunchConfig, server_port: Option<u16>) -> Result<L
             expect: cfg.bootstrap.expect(),
             data_dir: cfg.agent.data_dir.clone(),
         },
+        keys,
     )
     .await?;
     cfg.agent.ports.serf_lan = lan.port();

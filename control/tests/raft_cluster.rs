@@ -4,7 +4,8 @@
 
 use mesh_control::dns::{DnsConfig, DnsServer, StoreCatalog};
 use mesh_control::raft::{Command, CommandResult, RaftConfig, RaftNode, ServerNode};
-use mesh_control::rpc::server::{serve, RpcHandlers};
+use mesh_control::rpc::handshake::RpcKeys;
+use mesh_control::rpc::server::{serve, RpcHandlers, RpcLimits};
 use mesh_control::server::ca::{CaManager, CSR_MAX_PER_SECOND};
 use mesh_control::state::Store;
 use mesh_control::structs::{DirEntry, KvOp};
@@ -17,6 +18,11 @@ struct Server {
     node: RaftNode,
     server: ServerNode,
     rpc: JoinHandle<()>,
+}
+
+/// The servers here speak keyed RPC, as a cluster with `-encrypt` does.
+fn cluster_keys() -> RpcKeys {
+    RpcKeys::new(vec![vec![7u8; 32]])
 }
 
 impl Server {
@@ -34,6 +40,7 @@ impl Server {
                 data_dir: None,
                 snapshot_threshold: 1000,
                 bootstrap_alone: false,
+                keys: cluster_keys(),
             },
             store.clone(),
         )
@@ -47,6 +54,8 @@ impl Server {
                 Arc::new(StoreCatalog::new(store, "dc1".into())),
             )),
             ca: Arc::new(CaManager::new(node.clone(), CSR_MAX_PER_SECOND)),
+            keys: cluster_keys(),
+            limits: RpcLimits::default(),
         };
         let rpc = tokio::spawn(serve(listener, handlers));
         Server { node, server, rpc }

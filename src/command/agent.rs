@@ -8,6 +8,7 @@ use mesh_control::config_entry::intentions::Action;
 use mesh_control::dns::DnsConfig;
 use mesh_control::lan::LanConfig;
 use mesh_control::launch::{launch, Bootstrap, LaunchConfig};
+use mesh_control::rpc::server::RpcLimits;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -179,6 +180,22 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
         "reconnect_timeout",
         Duration::from_secs(72 * 3600),
     )?;
+    let limits = file.limits.clone().unwrap_or_default();
+    let rpc_defaults = RpcLimits::default();
+    let rpc_limits = RpcLimits {
+        handshake_timeout: duration(
+            None,
+            limits.rpc_handshake_timeout.as_deref(),
+            "limits.rpc_handshake_timeout",
+            rpc_defaults.handshake_timeout,
+        )?,
+        max_conns_per_client: match limits.rpc_max_conns_per_client {
+            Some(0) => bail!("limits.rpc_max_conns_per_client must be at least 1"),
+            Some(n) => n,
+            None => rpc_defaults.max_conns_per_client,
+        },
+        ..rpc_defaults
+    };
     let bootstrap = match expect {
         _ if bootstrap => Bootstrap::Alone,
         Some(n) => Bootstrap::Expect(n),
@@ -286,6 +303,7 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
                 rejoin_after_leave: args.rejoin || file.rejoin_after_leave.unwrap_or(false),
                 reap_after,
             },
+            rpc_limits,
         },
         log_level,
         args.log_json,

@@ -401,6 +401,18 @@ fn mesh(args: &[&str]) -> std::process::Output {
         .expect("run mesh")
 }
 
+/// Opens an RPC connection to `port` as a server holding `keys`.
+async fn rpc_open(port: u16, keys: &[&str]) -> Result<(), mesh_control::rpc::wire::WireError> {
+    use mesh_control::rpc::handshake::{open, Role, RpcKeys};
+    let keys = keys.iter().map(|k| mesh_gossip::parse_key(k).unwrap());
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    open(stream, Role::Server, &RpcKeys::new(keys.collect()))
+        .await
+        .map(drop)
+}
+
 async fn member_status(a: &Agent, name: &str) -> Option<u64> {
     let members = a.get("/v1/agent/members").await.json();
     members
@@ -444,6 +456,13 @@ async fn encrypted_gossip_keyring_replacement_force_leave_and_graceful_leave() {
         assert!(err.contains("-encrypt"), "{err}");
     }
     assert_eq!(member_status(&servers[0], "intruder").await, None);
+    // The gossip key keys RPC too: without it no server's RPC port opens.
+    let rpc_port = servers[1].server_port().await;
+    for keys in [vec![], vec![other.as_str()]] {
+        let err = rpc_open(rpc_port, &keys).await.err().unwrap();
+        assert!(err.to_string().contains("refused"), "{err}");
+    }
+    assert!(rpc_open(rpc_port, &[key.as_str()]).await.is_ok());
 
     // Rotate the key across the pool.
     let new = String::from_utf8(mesh(&["keygen"]).stdout)
@@ -456,6 +475,15 @@ async fn encrypted_gossip_keyring_replacement_force_leave_and_graceful_leave() {
     let list = servers[0].cli_ok(&["keyring", "-list"]);
     assert!(list.contains(&format!("{new} [3/3]")), "{list}");
     assert!(!list.contains(&key), "{list}");
+    // RPC follows the keyring: the removed key no longer opens it.
+    eventually(FORM, "RPC refuses the removed key", || async {
+        rpc_open(rpc_port, &[key.as_str()])
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    assert!(rpc_open(rpc_port, &[new.as_str()]).await.is_ok());
     // s2 ran only the install: the use and remove it took from the others
     // are saved in its data dir too, for its next start.
     let saved = dirs[1].path().join("serf/local.keyring");

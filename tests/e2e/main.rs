@@ -20,6 +20,7 @@ mod metrics;
 mod mtls;
 mod persistence;
 mod proxy_config;
+mod rpc;
 mod session;
 mod snapshot;
 mod support;

@@ -226,6 +226,11 @@ impl Gossip {
         self.shared.keyring().keys().map(encode_key).collect()
     }
 
+    /// This node's keys, primary first, as they stand now.
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        self.shared.keyring().keys().map(<[u8]>::to_vec).collect()
+    }
+
     /// Stops without leaving, as a crash would: the pool will see this node
     /// Failed.
     pub async fn shutdown(&self) {

@@ -58,6 +58,18 @@ pub struct FileSettings {
     pub rejoin_after_leave: Option<bool>,
     /// `reconnect_timeout`: how long failed members are remembered, e.g. `72h`.
     pub reconnect_timeout: Option<String>,
+    /// `limits { ... }`.
+    pub limits: Option<FileLimits>,
+}
+
+/// The `limits` block (the connection limits of Consul's).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct FileLimits {
+    /// `rpc_max_conns_per_client`: RPC connections one address may hold.
+    pub rpc_max_conns_per_client: Option<usize>,
+    /// `rpc_handshake_timeout`: e.g. `5s`.
+    pub rpc_handshake_timeout: Option<String>,
 }
 
 /// The `ports` block.
@@ -108,6 +120,7 @@ const SETTINGS_KEYS: &[&str] = &[
     "RetryInterval",
     "RejoinAfterLeave",
     "ReconnectTimeout",
+    "Limits",
 ];
 
 /// The files a path names: itself, or a directory's `.json` and `.hcl`

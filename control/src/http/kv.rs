@@ -1,6 +1,7 @@
 //! `/v1/kv/*`: read, write, lock and delete keys.
 
 use super::{Api, ApiError, ApiState, Ctx, QueryMeta};
+use crate::raft::admit::MAX_VALUE_SIZE;
 use crate::raft::{now_ms, Command, CommandResult};
 use crate::state::Topic;
 use crate::structs::{DirEntry, KvOp, RaftIndex};
@@ -10,9 +11,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-
-/// The largest value Consul accepts (512 KiB).
-pub const MAX_VALUE_SIZE: usize = 512 * 1024;
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()

@@ -1,6 +1,7 @@
 //! `/v1/txn`: several KV operations, all or nothing.
 
 use super::{decode_body, Api, ApiError, ApiState, Ctx};
+use crate::raft::admit::{MAX_TXN_OPS, MAX_TXN_VALUES};
 use crate::raft::{now_ms, Command, CommandResult};
 use crate::state::TxnOp;
 use axum::body::Bytes;
@@ -11,14 +12,21 @@ use axum::routing::put;
 use axum::{Json, Router};
 use serde_json::json;
 
-/// The most operations one transaction may hold, as Consul.
-pub const MAX_TXN_OPS: usize = 128;
-
 pub(super) fn routes() -> Router<ApiState> {
     Router::new().route("/v1/txn", put(txn))
 }
 
 async fn txn(State(api): Api, _ctx: Ctx, body: Bytes) -> Result<Response, ApiError> {
+    // Consul's `txn_max_req_len`: the body bounds the values it carries.
+    if body.len() > MAX_TXN_VALUES {
+        return Err(ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!(
+                "Request body({} bytes) too large, max size: {MAX_TXN_VALUES} bytes. See https://developer.hashicorp.com/consul/docs/agent/config/config-files#txn_max_req_len.",
+                body.len()
+            ),
+        });
+    }
     let ops: Vec<TxnOp> = decode_body(&body)?;
     if ops.len() > MAX_TXN_OPS {
         return Err(ApiError {

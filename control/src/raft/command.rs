@@ -131,13 +131,16 @@ pub enum CommandResult {
 }
 
 impl Command {
-    /// Applies the command at `index`. Deterministic: depends only on the
-    /// state and the command.
+    /// Applies the command at `index`, once it passes [`Command::admit`].
+    /// Deterministic: depends only on the state and the command.
     pub fn apply(&self, index: u64, data: &mut StateData, changes: &mut Changes) -> CommandResult {
         let done = |r: Result<(), StateError>| match r {
             Ok(()) => CommandResult::Done,
             Err(e) => CommandResult::Error(e),
         };
+        if let Err(e) = self.admit() {
+            return CommandResult::Error(e);
+        }
         match self {
             Command::Batch(cmds) => {
                 CommandResult::Batch(cmds.iter().map(|c| c.apply(index, data, changes)).collect())

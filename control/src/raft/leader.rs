@@ -34,7 +34,12 @@ impl RaftNode {
     /// AddVoter, RemovePeer. Answers NotLeader when this node does not lead.
     pub(crate) async fn handle_as_leader(&self, req: Request) -> Response {
         let result = match req {
-            Request::Apply(cmd) => return self.proposer.propose(cmd).await,
+            Request::Apply(cmd) => {
+                if let Err(e) = cmd.admit() {
+                    return Response::Failed(format!("{} refused: {e}", cmd.kind()));
+                }
+                return self.proposer.propose(cmd).await;
+            }
             Request::ReadIndex => {
                 let read = tokio::time::timeout(HOLD_TIMEOUT, self.raft.get_read_log_id()).await;
                 let Ok(read) = read else {

@@ -7,6 +7,7 @@
 //! not lead forwards writes and read-index requests to the one that does
 //! (`leader.rs`), so every server takes writes and answers default reads.
 
+pub mod admit;
 mod command;
 mod leader;
 pub mod log_store;
@@ -16,6 +17,7 @@ pub mod state_machine;
 
 pub use command::{Command, CommandResult};
 
+use crate::rpc::handshake::{Role, RpcKeys};
 use crate::rpc::pool::RpcPool;
 use crate::rpc::{Request, Response};
 use crate::state::Store;
@@ -97,6 +99,8 @@ pub struct RaftConfig {
     /// Start a one-voter cluster if there is no Raft state yet
     /// (`-dev`, `-bootstrap`, `-bootstrap-expect=1`).
     pub bootstrap_alone: bool,
+    /// The keys this server's RPC connections prove (the gossip keyring).
+    pub keys: RpcKeys,
 }
 
 /// What [`RaftNode::status`] reports.
@@ -187,7 +191,7 @@ impl RaftNode {
         let log = log_store::LogStore::open(dir.as_deref()).map_err(internal)?;
         let sm =
             state_machine::StateMachine::open(store.clone(), dir.as_deref()).map_err(internal)?;
-        let pool = Arc::new(RpcPool::default());
+        let pool = Arc::new(RpcPool::new(Role::Server, config.keys.clone()));
         let contacts = network::Contacts::default();
         let node_id = raft_id(&config.server.node_id);
         let raft = Raft::new(

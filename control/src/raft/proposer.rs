@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 const IN_FLIGHT: usize = 3;
 
 /// The most writes in one entry.
-const MAX_BATCH: usize = 128;
+pub(super) const MAX_BATCH: usize = 128;
 
 /// A write waiting to be proposed, and who waits for its answer.
 struct Pending {

@@ -3,6 +3,7 @@
 //! leaf CSRs and its proxies' views go to a server over RPC, on pooled
 //! connections, to whichever servers gossip says are alive.
 
+use super::handshake::{Role, RpcKeys};
 use super::pool::{RpcError, RpcPool};
 use super::{HttpExchange, NodeRecord, Request, Response};
 use crate::raft::{
@@ -25,10 +26,11 @@ pub struct ServerLink {
 
 impl ServerLink {
     /// A link to the servers whose RPC addresses `servers` holds (from
-    /// gossip, as they come and go).
-    pub fn new(servers: watch::Receiver<Vec<String>>) -> ServerLink {
+    /// gossip, as they come and go), on connections authenticated with
+    /// `keys`.
+    pub fn new(servers: watch::Receiver<Vec<String>>, keys: RpcKeys) -> ServerLink {
         ServerLink {
-            pool: Arc::default(),
+            pool: Arc::new(RpcPool::new(Role::Client, keys)),
             servers,
         }
     }

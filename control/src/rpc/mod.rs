@@ -1,13 +1,15 @@
 //! Server RPC (port 8300): Raft traffic between servers, and the requests
 //! followers and client agents forward to the leader.
 //!
-//! One protocol, small on purpose: a connection starts with
-//! [`wire::PROTOCOL_MARKER`], then carries one [`Request`] and one
-//! [`Response`] at a time. Callers keep idle connections in a [`pool::RpcPool`]
+//! One protocol, small on purpose: a connection opens with a handshake
+//! ([`handshake`]: the caller's role, and proof of the gossip key when the
+//! agent has one), then carries one [`Request`] and one [`Response`] at a
+//! time ([`wire`]: sealed frames on a keyed connection). Callers keep idle connections in a [`pool::RpcPool`]
 //! so a steady stream of forwarded writes reuses sockets. Client agents,
 //! which hold no state, send their writes here and forward the HTTP API
 //! requests they cannot answer locally ([`Request::Http`]).
 
+pub mod handshake;
 pub mod link;
 pub mod pool;
 pub mod server;
@@ -99,6 +101,29 @@ pub enum Request {
         /// The largest reply the client's transport carries.
         max_size: usize,
     },
+}
+
+impl Request {
+    /// The request's name, for messages (never its payload).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::AppendEntries(_) => "AppendEntries",
+            Request::Vote(_) => "Vote",
+            Request::InstallSnapshot(_) => "InstallSnapshot",
+            Request::Apply(_) => "Apply",
+            Request::ReadIndex => "ReadIndex",
+            Request::AddVoter { .. } => "AddVoter",
+            Request::RemovePeer { .. } => "RemovePeer",
+            Request::SessionRenew { .. } => "SessionRenew",
+            Request::Progress => "Progress",
+            Request::Info => "Info",
+            Request::Http(_) => "Http",
+            Request::NodeRecord { .. } => "NodeRecord",
+            Request::SignLeaf { .. } => "SignLeaf",
+            Request::ProxyView { .. } => "ProxyView",
+            Request::Dns { .. } => "Dns",
+        }
+    }
 }
 
 /// An HTTP request or response carried over RPC.

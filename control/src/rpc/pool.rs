@@ -1,24 +1,31 @@
-//! Pooled connections to other servers' RPC ports.
+//! Pooled connections to other servers' RPC ports, opened with the
+//! handshake ([`super::handshake`]) as this agent's role.
 
-use super::wire::{read_frame, write_frame, WireError, PROTOCOL_MARKER};
+use super::handshake::{self, Role, RpcKeys};
+use super::wire::{Conn, WireError};
 use super::{Request, Response};
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-/// How long a connection attempt may take.
+/// How long a connection attempt, handshake included, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Idle connections kept per address.
 const MAX_IDLE_PER_ADDR: usize = 64;
 
+/// How long an idle connection is kept: well inside the server's idle
+/// timeout ([`super::server::RpcLimits`]), so a request is never sent on a
+/// connection the server is closing.
+const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RpcError {
-    /// The request was never sent: safe to retry elsewhere.
+    /// The request was never sent: safe to retry elsewhere. A server
+    /// that refused the handshake says why here.
     #[error("connecting to {addr}: {reason}")]
     Connect {
         /// The address dialled.
@@ -45,12 +52,22 @@ pub enum RpcError {
 }
 
 /// Connections to peers, reused across calls.
-#[derive(Default)]
 pub struct RpcPool {
-    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+    role: Role,
+    keys: RpcKeys,
+    idle: Mutex<HashMap<String, Vec<(Conn, Instant)>>>,
 }
 
 impl RpcPool {
+    /// A pool whose connections speak as `role`, authenticated with `keys`.
+    pub fn new(role: Role, keys: RpcKeys) -> RpcPool {
+        RpcPool {
+            role,
+            keys,
+            idle: Mutex::default(),
+        }
+    }
+
     /// Sends `req` to `addr` and waits up to `timeout` for the answer.
     pub async fn call(
         &self,
@@ -60,11 +77,11 @@ impl RpcPool {
     ) -> Result<Response, RpcError> {
         let mut conn = match self.take_idle(addr) {
             Some(c) => c,
-            None => connect(addr).await?,
+            None => self.connect(addr).await?,
         };
         let exchange = async {
-            write_frame(&mut conn, req).await?;
-            read_frame::<_, Response>(&mut conn).await
+            conn.send(req).await?;
+            conn.recv::<Response>().await
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(resp)) => {
@@ -90,42 +107,42 @@ impl RpcPool {
     /// An idle connection that is still open: one the peer closed while it
     /// sat in the pool (a restarted or killed server) is dropped here rather
     /// than failing the request sent on it.
-    fn take_idle(&self, addr: &str) -> Option<TcpStream> {
+    /// Connections idle for longer than [`MAX_IDLE_AGE`] are dropped too.
+    fn take_idle(&self, addr: &str) -> Option<Conn> {
         let mut idle = lock(&self.idle);
         let list = idle.get_mut(addr)?;
-        while let Some(conn) = list.pop() {
-            let mut probe = [0u8; 1];
-            match conn.try_read(&mut probe) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(conn),
-                _ => continue,
+        while let Some((conn, since)) = list.pop() {
+            if since.elapsed() < MAX_IDLE_AGE && conn.is_idle_and_open() {
+                return Some(conn);
             }
         }
         None
     }
 
-    fn put_idle(&self, addr: &str, conn: TcpStream) {
+    fn put_idle(&self, addr: &str, conn: Conn) {
         let mut idle = lock(&self.idle);
         let list = idle.entry(addr.to_string()).or_default();
         if list.len() < MAX_IDLE_PER_ADDR {
-            list.push(conn);
+            list.push((conn, Instant::now()));
         }
     }
-}
 
-async fn connect(addr: &str) -> Result<TcpStream, RpcError> {
-    let fail = |reason: String| RpcError::Connect {
-        addr: addr.to_string(),
-        reason,
-    };
-    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| fail(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-        .map_err(|e| fail(e.to_string()))?;
-    let _ = conn.set_nodelay(true);
-    conn.write_all(&[PROTOCOL_MARKER])
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    Ok(conn)
+    /// Dials `addr` and opens the connection with the handshake.
+    async fn connect(&self, addr: &str) -> Result<Conn, RpcError> {
+        let fail = |reason: String| RpcError::Connect {
+            addr: addr.to_string(),
+            reason,
+        };
+        let opening = async {
+            let stream = TcpStream::connect(addr).await?;
+            let _ = stream.set_nodelay(true);
+            handshake::open(stream, self.role, &self.keys).await
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, opening)
+            .await
+            .map_err(|_| fail(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| fail(e.to_string()))
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -140,9 +157,10 @@ mod tests {
     async fn a_connection_the_peer_closed_while_idle_is_not_reused() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let pool = RpcPool::default();
+        let pool = RpcPool::new(Role::Server, RpcKeys::default());
+        let open = |s| Conn::new(s, None);
         let (accepted, _) = tokio::join!(listener.accept(), async {
-            pool.put_idle(&addr, TcpStream::connect(&addr).await.unwrap());
+            pool.put_idle(&addr, open(TcpStream::connect(&addr).await.unwrap()));
         });
         let (server_side, _) = accepted.unwrap();
         assert!(
@@ -150,7 +168,7 @@ mod tests {
             "an open idle connection is reused"
         );
         let (accepted, _) = tokio::join!(listener.accept(), async {
-            pool.put_idle(&addr, TcpStream::connect(&addr).await.unwrap());
+            pool.put_idle(&addr, open(TcpStream::connect(&addr).await.unwrap()));
         });
         drop(accepted.unwrap());
         drop(server_side);

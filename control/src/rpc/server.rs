@@ -1,16 +1,27 @@
 //! The RPC listener: answers other servers' Raft traffic, the requests
 //! forwarded to this server while it leads, and client agents' requests.
+//!
+//! Every connection opens with the handshake ([`super::handshake`]) within
+//! [`RpcLimits::handshake_timeout`]; a caller that does not finish it, or
+//! does not hold the gossip key when this agent has one, is closed before a
+//! frame is parsed. A client agent may send only what a client agent needs
+//! ([`permitted`]); one address may hold [`RpcLimits::max_conns_per_client`]
+//! connections besides servers' own; a connection silent for
+//! [`RpcLimits::idle_timeout`] between requests is closed.
 
-use super::wire::{read_frame, write_frame, WireError, MAX_FRAME, PROTOCOL_MARKER};
+use super::handshake::{self, Role, RpcKeys};
+use super::wire::{WireError, MAX_FRAME};
 use super::{HttpExchange, NodeRecord, Request, Response};
 use crate::agent::proxy_view;
-use crate::raft::RaftNode;
+use crate::raft::{Command, RaftNode};
 use crate::server::ca::CaManager;
 use axum::body::Body;
 use axum::Router;
 use mesh_dns::DnsServer;
-use std::sync::Arc;
-use tokio::io::AsyncReadExt;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
@@ -26,16 +37,95 @@ pub struct RpcHandlers {
     pub dns: Arc<DnsServer>,
     /// This server's CA, which signs client agents' leaves.
     pub ca: Arc<CaManager>,
+    /// The keys callers must prove they hold (none: open).
+    pub keys: RpcKeys,
+    /// Time and connection limits.
+    pub limits: RpcLimits,
+}
+
+/// Time and connection limits of the RPC port.
+#[derive(Debug, Clone, Copy)]
+pub struct RpcLimits {
+    /// How long a caller has to finish the handshake (Consul's
+    /// `limits.rpc_handshake_timeout`, 5 s).
+    pub handshake_timeout: Duration,
+    /// How long a connection may stay silent between requests.
+    pub idle_timeout: Duration,
+    /// Connections one address may hold at once, other servers' aside
+    /// (Consul's `limits.rpc_max_conns_per_client`, 100). Each request in
+    /// flight holds one: a client agent's forwarded blocking queries count.
+    pub max_conns_per_client: usize,
+}
+
+impl Default for RpcLimits {
+    fn default() -> Self {
+        RpcLimits {
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(120),
+            max_conns_per_client: 100,
+        }
+    }
+}
+
+/// Connections held per address.
+#[derive(Clone, Default)]
+struct Counts(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One counted connection; released when dropped.
+struct Slot {
+    counts: Counts,
+    ip: IpAddr,
+}
+
+impl Counts {
+    fn take(&self, ip: IpAddr, max: usize) -> Option<Slot> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Accepts connections until the task is dropped.
 pub async fn serve(listener: TcpListener, handlers: RpcHandlers) {
+    let counts = Counts::default();
+    let mut last_warning: Option<Instant> = None;
     loop {
         match listener.accept().await {
             Ok((conn, peer)) => {
+                let Some(slot) = counts.take(peer.ip(), handlers.limits.max_conns_per_client)
+                else {
+                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        last_warning = Some(Instant::now());
+                        tracing::warn!(
+                            %peer,
+                            limit = handlers.limits.max_conns_per_client,
+                            "refusing RPC connections: rpc_max_conns_per_client reached"
+                        );
+                    }
+                    continue;
+                };
                 let handlers = handlers.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = handle(conn, &handlers).await {
+                    if let Err(e) = handle(conn, slot, &handlers).await {
                         tracing::debug!(%peer, error = %e, "rpc connection closed");
                     }
                 });
@@ -48,21 +138,85 @@ pub async fn serve(listener: TcpListener, handlers: RpcHandlers) {
     }
 }
 
-async fn handle(mut conn: TcpStream, handlers: &RpcHandlers) -> Result<(), WireError> {
-    let _ = conn.set_nodelay(true);
-    let marker = conn.read_u8().await?;
-    if marker != PROTOCOL_MARKER {
-        return Err(WireError::Protocol(marker));
-    }
+async fn handle(stream: TcpStream, slot: Slot, handlers: &RpcHandlers) -> Result<(), WireError> {
+    let _ = stream.set_nodelay(true);
+    let limit = handlers.limits.handshake_timeout;
+    let (mut conn, role) = tokio::time::timeout(limit, handshake::accept(stream, &handlers.keys))
+        .await
+        .map_err(|_| WireError::Timeout(limit))??;
+    // Servers pool many connections to each other; only the others count.
+    let _slot = (role == Role::Client).then_some(slot);
+    conn.set_idle_timeout(handlers.limits.idle_timeout);
     loop {
-        let req: Request = match read_frame(&mut conn).await {
+        let req: Request = match conn.recv().await {
             Ok(r) => r,
-            Err(WireError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) if e.is_closed() => return Ok(()),
             Err(e) => return Err(e),
         };
-        let resp = dispatch(handlers, req).await;
-        write_frame(&mut conn, &resp).await?;
+        let resp = match permitted(role, &req) {
+            Ok(()) => dispatch(handlers, req).await,
+            Err(why) => Response::Failed(why),
+        };
+        conn.send(&resp).await?;
     }
+}
+
+/// Whether a peer in `role` may send `req`: servers anything; client
+/// agents their catalog sync, forwarded API requests (not a server's own
+/// `/v1/agent/` endpoints, which hand out its leaves and keys), DNS,
+/// node records, leaf CSRs and proxy views.
+pub fn permitted(role: Role, req: &Request) -> Result<(), String> {
+    if role == Role::Server {
+        return Ok(());
+    }
+    match req {
+        Request::Apply(Command::Register { .. } | Command::Deregister { .. })
+        | Request::NodeRecord { .. }
+        | Request::SignLeaf { .. }
+        | Request::ProxyView { .. }
+        | Request::Dns { .. } => Ok(()),
+        Request::Http(http) if !is_agent_path(&http.uri) => Ok(()),
+        Request::Http(http) => Err(format!(
+            "a client agent may not forward {}: a server's /v1/agent/ endpoints are its own",
+            http.uri
+        )),
+        Request::Apply(cmd) => Err(format!(
+            "a client agent may not propose {} writes; only its catalog registrations",
+            cmd.kind()
+        )),
+        other => Err(format!(
+            "a client agent may not send {}; only servers do",
+            other.kind()
+        )),
+    }
+}
+
+/// Whether `uri` names one of the agent's own endpoints, however its path
+/// is spelled (percent-escapes, repeated slashes, case).
+fn is_agent_path(uri: &str) -> bool {
+    let path = uri.split(['?', '#']).next().unwrap_or_default();
+    let mut decoded = Vec::with_capacity(path.len());
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match escaped {
+            Some(b) => {
+                decoded.push(b);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    let decoded = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
+    let mut segments = decoded.split('/').filter(|s| !s.is_empty() && *s != ".");
+    segments.next() == Some("v1") && segments.next() == Some("agent")
 }
 
 async fn dispatch(handlers: &RpcHandlers, req: Request) -> Response {
@@ -143,5 +297,58 @@ async fn answer_http(router: Router, req: HttpExchange) -> HttpExchange {
             body: format!("reading the response: {e}").into_bytes(),
             ..Default::default()
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::structs::{DeregisterRequest, DirEntry, KvOp};
+
+    fn http(uri: &str) -> Request {
+        Request::Http(HttpExchange {
+            head: "GET".into(),
+            uri: uri.into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_client_agent_may_send_only_what_a_client_needs() {
+        let deregister = Request::Apply(Command::Deregister {
+            req: DeregisterRequest::default(),
+            now_ms: 0,
+        });
+        let kv = Request::Apply(Command::Kv {
+            op: KvOp::Set,
+            entry: DirEntry::default(),
+            now_ms: 0,
+        });
+        for ok in [
+            deregister,
+            http("/v1/kv/a?recurse"),
+            http("/v1/catalog/nodes"),
+        ] {
+            assert_eq!(permitted(Role::Client, &ok), Ok(()), "{ok:?}");
+        }
+        let refused = [
+            kv,
+            Request::ReadIndex,
+            Request::Progress,
+            Request::RemovePeer { id: 1 },
+            Request::Info,
+            http("/v1/agent/connect/ca/leaf/db"),
+            http("/v1//agent/self"),
+            http("/v1/%61gent/self"),
+            http("/V1/Agent/services?x=1"),
+            http("/./v1/./agent"),
+        ];
+        for bad in refused {
+            let why = permitted(Role::Client, &bad).unwrap_err();
+            assert!(why.contains("client agent may not"), "{why}");
+            assert_eq!(permitted(Role::Server, &bad), Ok(()), "servers may");
+        }
+        assert!(!is_agent_path("/v1/agents"), "another word");
+        assert!(!is_agent_path("/v1/kv/v1/agent"));
     }
 }

@@ -17,7 +17,7 @@ pub mod watch;
 
 pub use config_entry::{config_topic, CONFIG_ENTRIES};
 pub use error::StateError;
-pub use txn::{TxnError, TxnOp, TxnResult, TxnResults};
+pub use txn::{TxnError, TxnKvOp, TxnOp, TxnResult, TxnResults};
 pub use watch::{Changes, Topic, WatchHub, WatchSet};
 
 use crate::structs::{DirEntry, HealthCheck, Node, NodeService, Session};
