@@ -35,8 +35,16 @@ pub const STATE: &str = "state.json";
 /// The checksum member.
 pub const SUMS: &str = "SHA256SUMS";
 
-/// The most bytes an archive may unpack to (a guard against gzip bombs).
+/// The most bytes any archive may unpack to (a guard against gzip bombs).
 pub const MAX_UNPACKED: u64 = 1 << 30;
+
+/// The most an archive may unpack to per compressed byte. Deflate's best
+/// is about 1032:1, which bombs approach; real snapshots unpack 16:1 (a
+/// catalog with KV) to 47:1 (thousands of keys holding one config blob).
+pub const MAX_RATIO: u64 = 256;
+
+/// What any archive may unpack to, however small it is.
+pub const MIN_UNPACK_LIMIT: u64 = 64 << 20;
 
 /// What `meta.json` says about a snapshot (`mesh snapshot inspect`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,9 +89,22 @@ pub enum SnapshotError {
     /// The gzip stream ends before it is complete.
     #[error("truncated archive: the gzip stream ends early")]
     Truncated,
-    /// The archive unpacks to more than [`MAX_UNPACKED`] bytes.
-    #[error("archive unpacks to more than {MAX_UNPACKED} bytes")]
-    TooLarge,
+    /// The archive unpacks to more than its [`unpack_limit`] (given).
+    #[error(
+        "archive unpacks to more than {0} bytes ({MAX_RATIO} times its size, \
+         at most {MAX_UNPACKED})"
+    )]
+    TooLarge(u64),
+    /// A member's tar header declares more than the archive may hold.
+    #[error("member {member} declares {size} bytes, more than the {limit} allowed")]
+    MemberTooLarge {
+        /// The member.
+        member: String,
+        /// The size its header declares.
+        size: u64,
+        /// The most it may hold.
+        limit: u64,
+    },
     /// The unpacked stream is not a valid tar archive.
     #[error("bad tar archive: {0}")]
     Tar(String),
@@ -177,10 +198,11 @@ pub fn write(
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `sha256sum`'s output for `members`.
@@ -218,34 +240,57 @@ fn pack_members(members: &[(&str, &[u8])], now: SystemTime) -> Result<Vec<u8>, S
 /// Unpacks and verifies an archive: gzip, tar, the three members, their
 /// checksums, the format version, the JSON of both documents and the
 /// consistency of the tables. Nothing is returned unless all hold.
+///
+/// The archive is read as a stream, never unpacked whole: each member's
+/// declared size is checked against [`unpack_limit`] before it is read, the
+/// decompressed stream stops at that limit, and `state.json` is parsed (and
+/// hashed) as it streams, so a gzip bomb costs little memory whatever it
+/// claims to hold.
 pub fn read(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
-    let tarball = gunzip(bytes)?;
-    let members = untar(&tarball)?;
-    let member = |name: &'static str| {
-        members
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, b)| b.as_slice())
-            .ok_or(SnapshotError::MissingMember(name))
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Err(SnapshotError::NotGzip);
+    }
+    let limit = unpack_limit(bytes.len());
+    let mut stream = Capped::new(GzDecoder::new(bytes), limit);
+    let unpacked = unpack(&mut stream, limit).and_then(|members| {
+        // The rest of the gzip stream (its CRC and length) must hold too.
+        std::io::copy(&mut stream, &mut std::io::sink())
+            .map_err(|e| SnapshotError::Tar(e.to_string()))?;
+        Ok(members)
+    });
+    // When the stream under the tar reader failed, that is the reason.
+    let members = match stream.failure.take() {
+        Some(failure) => return Err(failure),
+        None => unpacked?,
     };
-    let (meta_json, state, sums) = (member(META)?, member(STATE)?, member(SUMS)?);
-    verify_sums(sums, &[(META, meta_json), (STATE, state)])?;
-    let meta = parse_meta(meta_json)?;
-    if meta.size != state.len() as u64 {
+    let meta_json = members.meta.ok_or(SnapshotError::MissingMember(META))?;
+    let state = members.state.ok_or(SnapshotError::MissingMember(STATE))?;
+    let sums = members.sums.ok_or(SnapshotError::MissingMember(SUMS))?;
+    verify_sums(
+        &sums,
+        &[(META, sha256_hex(&meta_json)), (STATE, state.sha256)],
+    )?;
+    let meta = parse_meta(&meta_json)?;
+    if meta.size != state.len {
         return Err(SnapshotError::Invalid(format!(
             "{} bytes, but {META} says Size {}",
-            state.len(),
-            meta.size
+            state.len, meta.size
         )));
     }
-    let mut de = serde_json::Deserializer::from_slice(state);
-    let mut data: StateData = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| json_error(STATE, e.path().to_string(), e.inner()))?;
-    de.end().map_err(|e| json_error(STATE, ".".into(), &e))?;
+    let mut data = state.data;
     data.validate_restore()
         .map_err(|e| SnapshotError::Invalid(e.to_string()))?;
     data.rebuild_derived();
     Ok(Snapshot { meta, data })
+}
+
+/// The most an archive of `compressed` bytes may unpack to: [`MAX_RATIO`]
+/// times its size, at least [`MIN_UNPACK_LIMIT`] and at most
+/// [`MAX_UNPACKED`].
+pub fn unpack_limit(compressed: usize) -> u64 {
+    (compressed as u64)
+        .saturating_mul(MAX_RATIO)
+        .clamp(MIN_UNPACK_LIMIT, MAX_UNPACKED)
 }
 
 fn json_error(member: &'static str, path: String, e: &serde_json::Error) -> SnapshotError {
@@ -256,48 +301,173 @@ fn json_error(member: &'static str, path: String, e: &serde_json::Error) -> Snap
     }
 }
 
-fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, SnapshotError> {
-    if !bytes.starts_with(&[0x1f, 0x8b]) {
-        return Err(SnapshotError::NotGzip);
+fn gzip_error(e: &std::io::Error) -> SnapshotError {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => SnapshotError::Truncated,
+        _ => SnapshotError::Gzip(e.to_string()),
     }
-    let mut out = Vec::new();
-    GzDecoder::new(bytes)
-        .take(MAX_UNPACKED + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => SnapshotError::Truncated,
-            _ => SnapshotError::Gzip(e.to_string()),
-        })?;
-    if out.len() as u64 > MAX_UNPACKED {
-        return Err(SnapshotError::TooLarge);
-    }
-    Ok(out)
 }
 
-/// The regular-file members of a tar archive, by name. Refuses unknown
-/// names, duplicates and anything but regular files.
-fn untar(tarball: &[u8]) -> Result<Vec<(String, Vec<u8>)>, SnapshotError> {
+/// A reader that yields at most `limit` bytes of `inner` and records why
+/// it failed, so a gzip error or an archive past the limit is reported as
+/// itself rather than as whatever the tar reader made of it.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+    failure: Option<SnapshotError>,
+}
+
+impl<R: Read> Capped<R> {
+    fn new(inner: R, limit: u64) -> Self {
+        Capped {
+            inner,
+            left: limit,
+            limit,
+            failure: None,
+        }
+    }
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        // At the limit, one more byte tells the end of the stream from an
+        // archive that is too large.
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = want.max(1);
+        match self.inner.read(&mut buf[..want]) {
+            Ok(n) if n as u64 > self.left => {
+                self.left = 0;
+                let e = SnapshotError::TooLarge(self.limit);
+                let io = std::io::Error::other(e.to_string());
+                self.failure = Some(e);
+                Err(io)
+            }
+            Ok(n) => {
+                self.left -= n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                self.failure.get_or_insert_with(|| gzip_error(&e));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The members of an archive as they streamed past.
+#[derive(Default)]
+struct Members {
+    meta: Option<Vec<u8>>,
+    state: Option<StateMember>,
+    sums: Option<Vec<u8>>,
+}
+
+/// `state.json`, parsed as it was read.
+struct StateMember {
+    len: u64,
+    sha256: String,
+    data: StateData,
+}
+
+/// The most `meta.json` or `SHA256SUMS` may hold.
+const MAX_SMALL_MEMBER: u64 = 1 << 20;
+
+/// Reads the tar stream: only regular files with the three known names,
+/// each once, whose declared sizes fit `limit` before any is read.
+fn unpack(stream: impl Read, limit: u64) -> Result<Members, SnapshotError> {
     let bad = |e: std::io::Error| SnapshotError::Tar(e.to_string());
-    let mut archive = tar::Archive::new(tarball);
-    let mut members: Vec<(String, Vec<u8>)> = Vec::new();
-    for entry in archive.entries().map_err(bad)? {
+    let mut archive = tar::Archive::new(stream);
+    let mut members = Members::default();
+    let mut declared: u64 = 0;
+    // Raw entries: GNU long names and pax headers are refused as members
+    // rather than read into memory by the tar reader.
+    for entry in archive.entries().map_err(bad)?.raw(true) {
         let mut entry = entry.map_err(bad)?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let known = [META, STATE, SUMS].contains(&name.as_str());
-        if !known
-            || !entry.header().entry_type().is_file()
-            || members.iter().any(|(n, _)| *n == name)
-        {
+        let seen = match name.as_str() {
+            META => members.meta.is_some(),
+            STATE => members.state.is_some(),
+            SUMS => members.sums.is_some(),
+            _ => true,
+        };
+        if seen || !entry.header().entry_type().is_file() {
             return Err(SnapshotError::UnexpectedMember(name));
         }
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).map_err(bad)?;
-        members.push((name, bytes));
+        let size = entry.size();
+        declared = declared.saturating_add(size);
+        let cap = if name == STATE {
+            limit
+        } else {
+            MAX_SMALL_MEMBER
+        };
+        if size > cap || declared > limit {
+            return Err(SnapshotError::MemberTooLarge {
+                member: name,
+                size,
+                limit: cap.min(limit),
+            });
+        }
+        match name.as_str() {
+            STATE => members.state = Some(read_state(&mut entry)?),
+            _ => {
+                let mut bytes = Vec::with_capacity(size as usize);
+                entry.read_to_end(&mut bytes).map_err(bad)?;
+                if name == META {
+                    members.meta = Some(bytes);
+                } else {
+                    members.sums = Some(bytes);
+                }
+            }
+        }
     }
     Ok(members)
 }
 
-fn verify_sums(sums: &[u8], members: &[(&'static str, &[u8])]) -> Result<(), SnapshotError> {
+/// Hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+/// Parses `state.json` straight from the stream, hashing every byte of
+/// it. A member that is not JSON is refused at once, not read to its end.
+fn read_state(entry: impl Read) -> Result<StateMember, SnapshotError> {
+    let hashing = Hashing {
+        inner: entry,
+        hasher: Sha256::new(),
+        len: 0,
+    };
+    let mut buffered = std::io::BufReader::with_capacity(64 * 1024, hashing);
+    let mut de = serde_json::Deserializer::from_reader(&mut buffered);
+    let data: StateData = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| json_error(STATE, e.path().to_string(), e.inner()))?;
+    de.end().map_err(|e| json_error(STATE, ".".into(), &e))?;
+    let hashing = buffered.into_inner();
+    Ok(StateMember {
+        len: hashing.len,
+        sha256: hex(&hashing.hasher.finalize()),
+        data,
+    })
+}
+
+/// Checks each member's SHA-256 (hex) against the one `sums` lists.
+fn verify_sums(sums: &[u8], members: &[(&'static str, String)]) -> Result<(), SnapshotError> {
     let text =
         std::str::from_utf8(sums).map_err(|_| SnapshotError::Sums("not UTF-8 text".into()))?;
     let mut listed: Vec<(&str, &str)> = Vec::new();
@@ -314,11 +484,11 @@ fn verify_sums(sums: &[u8], members: &[(&'static str, &[u8])]) -> Result<(), Sna
         }
         listed.push((name, hash));
     }
-    for (name, bytes) in members {
+    for (name, got) in members {
         let Some((_, want)) = listed.iter().find(|(n, _)| n == name) else {
             return Err(SnapshotError::Sums(format!("no checksum for {name}")));
         };
-        if !want.eq_ignore_ascii_case(&sha256_hex(bytes)) {
+        if !want.eq_ignore_ascii_case(got) {
             return Err(SnapshotError::ChecksumMismatch(name));
         }
     }

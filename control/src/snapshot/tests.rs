@@ -67,10 +67,81 @@ fn meta_json(version: u64, size: usize) -> Vec<u8> {
     .unwrap()
 }
 
+/// The tar stream inside `bytes`, with no checks.
+fn tarball(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    GzDecoder::new(bytes).read_to_end(&mut out).unwrap();
+    out
+}
+
 /// The members of `bytes`, unpacked with no checks.
 fn members(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-    untar(&gunzip(bytes).unwrap()).unwrap()
+    let tarball = tarball(bytes);
+    let mut archive = tar::Archive::new(tarball.as_slice());
+    let entries = archive.entries().unwrap();
+    entries
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().display().to_string();
+            let mut bytes = Vec::new();
+            e.read_to_end(&mut bytes).unwrap();
+            (name, bytes)
+        })
+        .collect()
 }
+
+/// A tar header for a regular file `name` declaring `size` bytes.
+fn header(name: &str, size: u64) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.set_path(name).unwrap();
+    h.set_size(size);
+    h.set_mode(0o600);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
+/// Raw deflate of `bytes` from a fresh encoder, ending on a byte boundary
+/// (a sync flush) and referring to nothing before it, so such segments can
+/// be laid end to end.
+fn deflate_segment(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(bytes).unwrap();
+    e.flush().unwrap();
+    std::mem::take(e.get_mut())
+}
+
+/// A gzip bomb: `prefix`, then `mib` MiB of zero bytes, then `suffix`,
+/// built from one compressed MiB repeated, in about a thousandth of the
+/// unpacked size and without compressing it all. The CRC and length are
+/// right, so only its size can be held against it.
+fn bomb(prefix: &[u8], mib: u64, suffix: &[u8]) -> Vec<u8> {
+    let zeros = vec![0u8; 1 << 20];
+    let one = deflate_segment(&zeros);
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    out.extend(deflate_segment(prefix));
+    let mut crc = flate2::Crc::new();
+    crc.update(prefix);
+    let mut zeros_crc = flate2::Crc::new();
+    zeros_crc.update(&zeros);
+    for _ in 0..mib {
+        out.extend_from_slice(&one);
+        crc.combine(&zeros_crc);
+    }
+    out.extend(deflate_segment(suffix));
+    out.extend(
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best())
+            .finish()
+            .unwrap(),
+    );
+    crc.update(suffix);
+    out.extend(crc.sum().to_le_bytes());
+    out.extend(crc.amount().to_le_bytes());
+    out
+}
+
+/// A tar's end: two zero blocks.
+const TAR_END: [u8; 1024] = [0; 1024];
 
 #[test]
 fn round_trip_keeps_every_table_and_the_meta() {
@@ -230,7 +301,10 @@ fn bad_json_is_refused_with_its_path() {
         "{err}"
     );
 
-    let err = read(&signed(b"{\"ID\": ", state)).unwrap_err();
+    // state.json streams and is parsed first; with it sound, meta.json's
+    // error shows.
+    let state = state_json(&self::state()).unwrap();
+    let err = read(&signed(b"{\"ID\": ", &state)).unwrap_err();
     assert!(
         err.to_string().starts_with("meta.json: bad JSON at ."),
         "{err}"
@@ -264,7 +338,7 @@ fn no_damage_panics() {
         // Some header bytes (mtime, OS) do not matter; none may panic.
         let _ = read(&damaged);
     }
-    let tarball = gunzip(&bytes).unwrap();
+    let tarball = tarball(&bytes);
     for at in (0..tarball.len()).step_by(7) {
         let mut damaged = tarball.clone();
         damaged[at] ^= 0x55;
@@ -272,4 +346,135 @@ fn no_damage_panics() {
         gz.write_all(&damaged).unwrap();
         let _ = read(&gz.finish().unwrap());
     }
+}
+
+#[test]
+fn the_bomb_helper_makes_a_sound_gzip_stream() {
+    let bytes = bomb(b"head", 3, b"tail");
+    let out = tarball(&bytes);
+    assert_eq!(out.len(), 8 + (3 << 20));
+    assert!(out.starts_with(b"head") && out.ends_with(b"tail"));
+    assert!(out[4..out.len() - 4].iter().all(|b| *b == 0));
+}
+
+#[test]
+fn a_gzip_bomb_is_refused_by_its_declared_size_before_it_is_unpacked() {
+    // 1 GiB of zeros in about 1 MB: state.json's header says so, and the
+    // archive is refused on it, not after unpacking.
+    let meta = meta_json(1, 1 << 30);
+    let mut prefix = header(META, meta.len() as u64);
+    prefix.extend(&meta);
+    prefix.resize(prefix.len().next_multiple_of(512), 0);
+    prefix.extend(header(STATE, 1 << 30));
+    let bytes = bomb(&prefix, 1024, &TAR_END);
+    assert!(bytes.len() < 2 << 20, "{} bytes", bytes.len());
+    let started = std::time::Instant::now();
+    let err = read(&bytes).unwrap_err();
+    let limit = bytes.len() as u64 * MAX_RATIO;
+    assert_eq!(
+        err,
+        SnapshotError::MemberTooLarge {
+            member: STATE.into(),
+            size: 1 << 30,
+            limit,
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("member state.json declares 1073741824 bytes, more than the {limit} allowed")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "it was unpacked"
+    );
+}
+
+#[test]
+fn a_tar_header_declaring_a_huge_size_is_refused_before_reading_the_member() {
+    // The header promises a terabyte and nothing follows: refused for the
+    // size it declares, not as a truncated archive read until it ends.
+    let bytes = archive_of_raw(&header(STATE, 1 << 40));
+    assert_eq!(
+        read(&bytes).unwrap_err(),
+        SnapshotError::MemberTooLarge {
+            member: STATE.into(),
+            size: 1 << 40,
+            limit: MIN_UNPACK_LIMIT,
+        }
+    );
+    // The small members have a small limit of their own.
+    let bytes = archive_of_raw(&header(SUMS, 2 << 20));
+    assert_eq!(
+        read(&bytes).unwrap_err(),
+        SnapshotError::MemberTooLarge {
+            member: SUMS.into(),
+            size: 2 << 20,
+            limit: 1 << 20,
+        }
+    );
+    // And so do all members together.
+    let mut raw = header(META, 16);
+    raw.extend([b' '; 512]);
+    raw.extend(header(STATE, MIN_UNPACK_LIMIT - 8));
+    let err = read(&archive_of_raw(&raw)).unwrap_err();
+    assert!(
+        matches!(&err, SnapshotError::MemberTooLarge { member, .. } if member == STATE),
+        "{err}"
+    );
+}
+
+/// `raw` tar bytes, gzipped as they are.
+fn archive_of_raw(raw: &[u8]) -> Vec<u8> {
+    let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(raw).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn the_unpacked_stream_is_capped_whatever_the_headers_say() {
+    // A sound archive followed by 100 MiB of zeros: every header is honest
+    // and small, but the stream goes on past the limit.
+    let (_, good) = write(&state(), 5, 3, now()).unwrap();
+    let bytes = bomb(&tarball(&good), 100, b"");
+    assert_eq!(unpack_limit(bytes.len()), MIN_UNPACK_LIMIT);
+    assert_eq!(
+        read(&bytes).unwrap_err(),
+        SnapshotError::TooLarge(MIN_UNPACK_LIMIT)
+    );
+    // The same archive with a few zeros after it is fine.
+    assert!(read(&bomb(&tarball(&good), 1, b"")).is_ok());
+}
+
+#[test]
+fn unpack_limit_is_a_ratio_of_the_archive_between_two_bounds() {
+    assert_eq!(unpack_limit(0), MIN_UNPACK_LIMIT);
+    assert_eq!(unpack_limit(1 << 20), 256 << 20);
+    assert_eq!(unpack_limit(64 << 20), MAX_UNPACKED);
+    assert_eq!(unpack_limit(usize::MAX), MAX_UNPACKED);
+}
+
+#[test]
+fn a_highly_redundant_real_archive_still_restores() {
+    // Thousands of keys holding one config blob compress far better than
+    // most snapshots, and still well inside the ratio.
+    let mut data = state();
+    let mut c = Changes::default();
+    let flags: std::collections::BTreeMap<String, bool> =
+        (0..80).map(|i| (format!("flag_{i}"), i % 3 == 0)).collect();
+    let blob = serde_json::json!({ "flags": flags }).to_string();
+    for i in 0..4_000u64 {
+        let entry = DirEntry {
+            key: format!("blobs/svc-{i}"),
+            value: Some(blob.clone().into_bytes()),
+            ..DirEntry::default()
+        };
+        data.kv_apply(100 + i, 0, KvOp::Set, &entry, &mut c)
+            .unwrap();
+    }
+    let (meta, bytes) = write(&data, 4_100, 3, now()).unwrap();
+    let ratio = tarball(&bytes).len() as u64 / bytes.len() as u64;
+    assert!((20..MAX_RATIO / 2).contains(&ratio), "unpacks {ratio}:1");
+    let snap = read(&bytes).unwrap();
+    assert_eq!(snap.meta, meta);
+    assert_eq!(snap.data, data);
 }
