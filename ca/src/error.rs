@@ -85,6 +85,16 @@ pub enum CaError {
         reason: String,
     },
 
+    /// An option of the agent TLS commands is wrong; `option` names the
+    /// flag as Consul spells it, e.g. `-days`.
+    #[error("invalid {option}: {reason}")]
+    InvalidOption {
+        /// The flag at fault, e.g. `-days`.
+        option: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+
     /// The provider was asked to sign before it was given an active root.
     #[error("the CA has no active root")]
     NoActiveRoot,
@@ -115,6 +125,7 @@ impl CaError {
                 | Self::TrustDomainMismatch { .. }
                 | Self::InvalidKey(_)
                 | Self::InvalidConfig { .. }
+                | Self::InvalidOption { .. }
         )
     }
 

@@ -20,6 +20,9 @@
 //!   ([`SharedRoots`]) can be swapped live. [`server_config`] and
 //!   [`client_config`] build ready rustls configs; [`peer_spiffe_id`] names
 //!   the peer after the handshake for authorisation.
+//! - **Agent TLS** (`mesh tls ca create`, `mesh tls cert create`): a plain
+//!   agent CA and server, client and CLI certificates in the shape of
+//!   Consul's `consul tls` ([`generate_agent_ca`], [`generate_agent_cert`]).
 //!
 //! The crate is pure: no sockets, no clock (callers pass `now`), no storage.
 //!
@@ -40,6 +43,7 @@
 //! # Ok::<(), mesh_ca::CaError>(())
 //! ```
 
+mod agent_tls;
 mod config;
 mod csr;
 mod error;
@@ -56,6 +60,11 @@ mod test_util;
 #[cfg(test)]
 mod tests;
 
+pub use agent_tls::{
+    agent_ca_file_names, generate_agent_ca, generate_agent_cert, AgentCaOptions, AgentCertKind,
+    AgentCertOptions, AgentTlsPair, AGENT_CA_NAME_PREFIX, DEFAULT_AGENT_CA_DAYS,
+    DEFAULT_AGENT_CERT_DAYS, DEFAULT_AGENT_DATACENTER, DEFAULT_AGENT_DOMAIN,
+};
 pub use config::{
     parse_go_duration, CaConfiguration, ConsulCaConfig, DEFAULT_INTERMEDIATE_CERT_TTL,
     DEFAULT_LEAF_CERT_TTL, DEFAULT_PRIVATE_KEY_BITS, DEFAULT_PRIVATE_KEY_TYPE,
