@@ -244,7 +244,12 @@ impl AgentCertOptions {
         (format!("{prefix}-{n}.pem"), format!("{prefix}-{n}-key.pem"))
     }
 
-    fn validate(&self) -> Result<(), CaError> {
+    /// Checks the options without making anything, as the command does
+    /// before it reads the CA: `-days` positive, `-dc` one DNS label,
+    /// `-domain` a DNS domain, `-node` only with servers, additional names
+    /// DNS names. A failure is [`CaError::InvalidOption`] naming the flag.
+    /// [`generate_agent_cert`] checks the same.
+    pub fn validate(&self) -> Result<(), CaError> {
         check_days(self.days)?;
         check_label("-dc", &self.datacenter)?;
         check_domain("-domain", &self.domain)?;
