@@ -16,6 +16,7 @@ mod proxy;
 mod reload;
 mod services;
 mod snapshot;
+mod tls;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -68,6 +69,8 @@ enum Command {
     Services(services::ServicesArgs),
     /// Saves, restores and inspects snapshots of the servers' state.
     Snapshot(snapshot::SnapshotArgs),
+    /// Creates a CA and certificates for the agents' TLS.
+    Tls(tls::TlsArgs),
     /// Prints the mesh version.
     Version,
 }
@@ -100,6 +103,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Reload(a) => reload::run(a).await,
         Command::Services(a) => services::run(a).await,
         Command::Snapshot(a) => snapshot::run(a).await,
+        Command::Tls(a) => tls::run(a),
         Command::Version => {
             println!("Mesh v{}", mesh_control::VERSION);
             println!("Protocol 2 spoken by default, understands 2 to 3");
