@@ -24,3 +24,4 @@ mod rpc;
 mod session;
 mod snapshot;
 mod support;
+mod tls_cli;
