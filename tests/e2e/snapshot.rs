@@ -348,3 +348,116 @@ async fn damaged_snapshots_are_refused_with_the_reason_and_change_nothing() {
     );
     assert_eq!(kv(&a, "guarded").await.unwrap()["Value"], b64("1"));
 }
+
+/// Raw deflate of `bytes` from a fresh encoder, ending on a byte boundary
+/// and referring to nothing before it, so such segments can be laid end to
+/// end.
+fn deflate_segment(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(bytes).unwrap();
+    e.flush().unwrap();
+    std::mem::take(e.get_mut())
+}
+
+/// A gzip bomb of about 1 MB: a snapshot whose `state.json` is 1 GiB of
+/// zeros (as its tar header says), made of one compressed MiB repeated,
+/// with the right CRC and length.
+fn gzip_bomb() -> Vec<u8> {
+    const MIB: u64 = 1024;
+    let meta = br#"{"ID":"1-5-1","Size":1073741824,"Index":5,"Term":1,"Version":1,"Time":"2023-11-14T22:13:20Z","MeshVersion":"0.1.0"}"#;
+    let mut prefix = Vec::new();
+    for (name, size) in [("meta.json", meta.len() as u64), ("state.json", MIB << 20)] {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_size(size);
+        h.set_mode(0o600);
+        h.set_cksum();
+        prefix.extend(h.as_bytes());
+        if name == "meta.json" {
+            prefix.extend(meta);
+            prefix.resize(prefix.len().next_multiple_of(512), 0);
+        }
+    }
+    let zeros = vec![0u8; 1 << 20];
+    let one = deflate_segment(&zeros);
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    out.extend(deflate_segment(&prefix));
+    let mut crc = flate2::Crc::new();
+    crc.update(&prefix);
+    let mut zeros_crc = flate2::Crc::new();
+    zeros_crc.update(&zeros);
+    for _ in 0..MIB {
+        out.extend_from_slice(&one);
+        crc.combine(&zeros_crc);
+    }
+    // The tar's end, and the last deflate block.
+    out.extend(deflate_segment(&[0; 1024]));
+    crc.update(&[0; 1024]);
+    out.extend(
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best())
+            .finish()
+            .unwrap(),
+    );
+    out.extend(crc.sum().to_le_bytes());
+    out.extend(crc.amount().to_le_bytes());
+    out
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_is_refused_before_it_is_unpacked_and_a_real_archive_still_restores() {
+    let a = Agent::start(&[]);
+    a.put_ok("/v1/kv/guarded", "1").await;
+    let r = a
+        .client
+        .get(format!("{}/v1/snapshot", a.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let good = r.bytes().await.unwrap().to_vec();
+    a.put_ok("/v1/kv/guarded", "2").await;
+    let before = a.get("/v1/kv/guarded").await;
+
+    // Four bombs at once, each 1 GiB unpacked: refused by the size their
+    // headers declare, before any of it is unpacked.
+    let bomb = gzip_bomb();
+    assert!(bomb.len() < 2 << 20, "{} bytes", bomb.len());
+    let started_kib = a.rss_kib().1;
+    let uploads: Vec<_> = (0..4)
+        .map(|_| {
+            let put = a
+                .client
+                .put(format!("{}/v1/snapshot", a.base))
+                .body(bomb.clone());
+            tokio::spawn(async move {
+                let r = put.send().await.expect("PUT /v1/snapshot");
+                (r.status().as_u16(), r.text().await.unwrap_or_default())
+            })
+        })
+        .collect();
+    for upload in uploads {
+        let (status, text) = upload.await.unwrap();
+        assert_eq!(status, 400, "{text}");
+        assert!(
+            text.starts_with("Invalid snapshot: member state.json declares 1073741824 bytes"),
+            "{text}"
+        );
+    }
+    // Unfixed, each upload buffered 1 GiB: a peak over 4 GB.
+    let peak_kib = a.rss_kib().1;
+    eprintln!("agent peak RSS: {started_kib} KiB before the bombs, {peak_kib} KiB after");
+    assert!(peak_kib < 200 * 1024, "peak RSS {peak_kib} KiB");
+
+    // Nothing changed, and the real archive restores.
+    let after = a.get("/v1/kv/guarded").await;
+    assert_eq!((after.text, after.index), (before.text, before.index));
+    let r = a
+        .client
+        .put(format!("{}/v1/snapshot", a.base))
+        .body(good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(kv(&a, "guarded").await.unwrap()["Value"], b64("1"));
+}
