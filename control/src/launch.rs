@@ -8,6 +8,7 @@ use crate::agent::proxycfg::ProxyConfigs;
 use crate::agent::{Agent, AgentConfig};
 use crate::cluster::Cluster;
 use crate::dns::{DnsConfig, DnsServer, ForwardedDns, StoreCatalog};
+use crate::http::serve::{serve, HttpLimits};
 use crate::http::{client_router, router, ApiState, ServerApi};
 use crate::lan::{starting_keyring, Identity, Lan, LanConfig};
 use crate::raft::{RaftConfig, RaftNode};
@@ -272,9 +273,10 @@ async fn launch_server(
 
     tasks.push(tokio::spawn(ca.run()));
     tasks.push(tokio::spawn(crate::server::tombstone_gc::run(node.clone())));
-    tasks.push(spawn_serving("HTTP", async move {
-        axum::serve(bound.http, app).await
-    }));
+    tasks.push(spawn_serving(
+        "HTTP",
+        serve(bound.http, app, HttpLimits::default()),
+    ));
     tasks.push(spawn_serving(
         "DNS",
         dns.serve(bound.dns_udp, bound.dns_tcp),
@@ -321,7 +323,7 @@ async fn launch_client(
         tasks: vec![
             begin,
             dns,
-            spawn_serving("HTTP", async move { axum::serve(bound.http, app).await }),
+            spawn_serving("HTTP", serve(bound.http, app, HttpLimits::default())),
         ],
     })
 }

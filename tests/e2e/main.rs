@@ -12,6 +12,7 @@ mod connect;
 mod dns;
 mod filter;
 mod health;
+mod http_limits;
 mod kv;
 mod l7;
 mod l7_config;

@@ -23,6 +23,7 @@ mod operator;
 mod prometheus_sd;
 mod proxy_config;
 mod query;
+pub mod serve;
 mod session;
 mod snapshot;
 mod status;
