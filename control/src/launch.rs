@@ -12,7 +12,7 @@ use crate::http::serve::{serve, HttpLimits};
 use crate::http::{client_router, router, ApiState, ServerApi};
 use crate::lan::{starting_keyring, Identity, Lan, LanConfig};
 use crate::raft::{RaftConfig, RaftNode};
-use crate::rpc::handshake::RpcKeys;
+use crate::rpc::handshake::{RpcAuth, RpcKeys};
 use crate::rpc::link::ServerLink;
 use crate::rpc::server::{RpcHandlers, RpcLimits};
 use crate::server::ca::{CaManager, CSR_MAX_PER_SECOND};
@@ -20,6 +20,7 @@ use crate::server::leader::LeaderDuties;
 use crate::server::membership::{ClusterMember, MemberStatus};
 use crate::server::SessionTimers;
 use crate::state::Store;
+use crate::tls::{RpcTls, TlsConfig};
 use mesh_dns::transport::TcpLimits;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub struct LaunchConfig {
     pub lan: LanConfig,
     /// Time and connection limits of the server RPC port.
     pub rpc_limits: RpcLimits,
+    /// The agent's TLS on the server RPC port.
+    pub tls: TlsConfig,
 }
 
 /// How a server's Raft cluster comes to be.
@@ -165,11 +168,14 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
         dns_tcp,
         dns_addr,
     };
-    let keys = RpcKeys::new(starting_keyring(&cfg.lan, cfg.agent.data_dir.as_deref())?);
+    let auth = RpcAuth {
+        keys: RpcKeys::new(starting_keyring(&cfg.lan, cfg.agent.data_dir.as_deref())?),
+        tls: RpcTls::build(&cfg.tls, &cfg.agent.datacenter, &cfg.agent.domain)?.map(Arc::new),
+    };
     if cfg.agent.server {
-        launch_server(cfg, bound, keys).await
+        launch_server(cfg, bound, auth).await
     } else {
-        launch_client(cfg, bound, keys).await
+        launch_client(cfg, bound, auth).await
     }
 }
 
@@ -178,18 +184,18 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
 async fn launch_server(
     mut cfg: LaunchConfig,
     bound: Bound,
-    keys: RpcKeys,
+    auth: RpcAuth,
 ) -> Result<Running, String> {
     let rpc = TcpListener::bind(cfg.rpc_addr)
         .await
         .map_err(|e| format!("server RPC listener on {}: {e}", cfg.rpc_addr))?;
     let rpc_addr = rpc.local_addr().map_err(|e| e.to_string())?;
     cfg.agent.ports.server = rpc_addr.port();
-    if !keys.is_keyed() {
+    if !auth.is_closed() {
         tracing::warn!(
             addr = %rpc_addr,
             "the server RPC port is OPEN: anyone who reaches it can write to the cluster \
-             and have leaves signed; set -encrypt (the gossip key also keys RPC) to close it"
+             and have leaves signed; set -encrypt (the gossip key also keys RPC) or TLS with verify_incoming to close it"
         );
     }
 
@@ -204,14 +210,14 @@ async fn launch_server(
             data_dir: cfg.agent.data_dir.clone(),
             snapshot_threshold: cfg.snapshot_threshold,
             bootstrap_alone: cfg.bootstrap == Bootstrap::Alone,
-            keys: keys.clone(),
+            auth: auth.clone(),
         },
         store.clone(),
     )
     .await
     .map_err(|e| format!("starting Raft: {e}"))?;
     let server_port = cfg.agent.ports.server;
-    let lan = start_lan(&mut cfg, Some(server_port), &keys).await?;
+    let lan = start_lan(&mut cfg, Some(server_port), &auth.keys).await?;
     let ca = Arc::new(CaManager::new(node.clone(), CSR_MAX_PER_SECOND));
     let sessions = Arc::new(SessionTimers::new(node.clone()));
     let duties = ServerApi {
@@ -236,7 +242,7 @@ async fn launch_server(
         http: app.clone(),
         dns: dns.clone(),
         ca: ca.clone(),
-        keys,
+        auth,
         limits: cfg.rpc_limits,
     };
     let mut tasks = vec![
@@ -297,10 +303,10 @@ async fn launch_server(
 async fn launch_client(
     mut cfg: LaunchConfig,
     bound: Bound,
-    keys: RpcKeys,
+    auth: RpcAuth,
 ) -> Result<Running, String> {
-    let lan = start_lan(&mut cfg, None, &keys).await?;
-    let link = ServerLink::new(server_addresses(&lan), keys);
+    let lan = start_lan(&mut cfg, None, &auth.keys).await?;
+    let link = ServerLink::new(server_addresses(&lan), auth);
     let state = api_state(&cfg, Role::Client(link.clone()), lan.clone());
     let agent = state.agent.clone();
     let app = client_router(state);

@@ -20,6 +20,7 @@ pub mod server;
 pub mod snapshot;
 pub mod state;
 pub mod structs;
+pub mod tls;
 
 /// The version mesh reports in `/v1/agent/self` and `mesh version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

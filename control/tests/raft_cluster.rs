@@ -4,7 +4,7 @@
 
 use mesh_control::dns::{DnsConfig, DnsServer, StoreCatalog};
 use mesh_control::raft::{Command, CommandResult, RaftConfig, RaftNode, ServerNode};
-use mesh_control::rpc::handshake::RpcKeys;
+use mesh_control::rpc::handshake::{RpcAuth, RpcKeys};
 use mesh_control::rpc::server::{serve, RpcHandlers, RpcLimits};
 use mesh_control::server::ca::{CaManager, CSR_MAX_PER_SECOND};
 use mesh_control::state::Store;
@@ -21,8 +21,8 @@ struct Server {
 }
 
 /// The servers here speak keyed RPC, as a cluster with `-encrypt` does.
-fn cluster_keys() -> RpcKeys {
-    RpcKeys::new(vec![vec![7u8; 32]])
+fn cluster_keys() -> RpcAuth {
+    RpcKeys::new(vec![vec![7u8; 32]]).into()
 }
 
 impl Server {
@@ -40,7 +40,7 @@ impl Server {
                 data_dir: None,
                 snapshot_threshold: 1000,
                 bootstrap_alone: false,
-                keys: cluster_keys(),
+                auth: cluster_keys(),
             },
             store.clone(),
         )
@@ -54,7 +54,7 @@ impl Server {
                 Arc::new(StoreCatalog::new(store, "dc1".into())),
             )),
             ca: Arc::new(CaManager::new(node.clone(), CSR_MAX_PER_SECOND)),
-            keys: cluster_keys(),
+            auth: cluster_keys(),
             limits: RpcLimits::default(),
         };
         let rpc = tokio::spawn(serve(listener, handlers));

@@ -9,6 +9,7 @@ use mesh_control::dns::DnsConfig;
 use mesh_control::lan::LanConfig;
 use mesh_control::launch::{launch, Bootstrap, LaunchConfig};
 use mesh_control::rpc::server::RpcLimits;
+use mesh_control::tls::TlsConfig;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -196,6 +197,17 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
         },
         ..rpc_defaults
     };
+    let rpc_tls = config_file::FileTlsSettings::internal_rpc(&file.legacy_tls, file.tls.as_ref());
+    let tls = TlsConfig {
+        ca_file: rpc_tls.ca_file.map(PathBuf::from),
+        ca_path: rpc_tls.ca_path.map(PathBuf::from),
+        cert_file: rpc_tls.cert_file.map(PathBuf::from),
+        key_file: rpc_tls.key_file.map(PathBuf::from),
+        verify_incoming: rpc_tls.verify_incoming.unwrap_or(false),
+        verify_outgoing: rpc_tls.verify_outgoing.unwrap_or(false),
+        verify_server_hostname: rpc_tls.verify_server_hostname.unwrap_or(false),
+    };
+    tls.validate().map_err(anyhow::Error::msg)?;
     let bootstrap = match expect {
         _ if bootstrap => Bootstrap::Alone,
         Some(n) => Bootstrap::Expect(n),
@@ -304,6 +316,7 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
                 reap_after,
             },
             rpc_limits,
+            tls,
         },
         log_level,
         args.log_json,

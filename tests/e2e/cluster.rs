@@ -19,7 +19,7 @@ const FORM: Duration = Duration::from_secs(45);
 
 /// A server's flags: `-server -bootstrap-expect=3`, its own data dir, and
 /// whatever else the test adds (joins, pinned ports).
-fn start_server(name: &str, dir: &TempDir, extra: &[String]) -> Agent {
+pub(crate) fn start_server(name: &str, dir: &TempDir, extra: &[String]) -> Agent {
     let mut args = vec![
         "-server".to_string(),
         "-bootstrap-expect=3".into(),
@@ -51,7 +51,7 @@ async fn leader_of(a: &Agent) -> Option<String> {
 
 /// Waits until every agent names the same leader and `voters` voters;
 /// returns the leader's RPC address.
-async fn agreed_leader(agents: &[&Agent], voters: usize) -> String {
+pub(crate) async fn agreed_leader(agents: &[&Agent], voters: usize) -> String {
     eventually(FORM, "servers agree on a leader", || async {
         let mut leaders = Vec::new();
         for a in agents {
@@ -403,14 +403,18 @@ fn mesh(args: &[&str]) -> std::process::Output {
 
 /// Opens an RPC connection to `port` as a server holding `keys`.
 async fn rpc_open(port: u16, keys: &[&str]) -> Result<(), mesh_control::rpc::wire::WireError> {
-    use mesh_control::rpc::handshake::{open, Role, RpcKeys};
+    use mesh_control::rpc::handshake::{open, Role, RpcAuth, RpcKeys};
     let keys = keys.iter().map(|k| mesh_gossip::parse_key(k).unwrap());
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    open(stream, Role::Server, &RpcKeys::new(keys.collect()))
-        .await
-        .map(drop)
+    open(
+        stream,
+        Role::Server,
+        &RpcAuth::from(RpcKeys::new(keys.collect())),
+    )
+    .await
+    .map(drop)
 }
 
 async fn member_status(a: &Agent, name: &str) -> Option<u64> {

@@ -7,6 +7,7 @@ mod catalog;
 mod cli;
 mod client_connect;
 mod cluster;
+mod cluster_tls;
 mod config;
 mod connect;
 mod dns;

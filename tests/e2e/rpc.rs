@@ -4,7 +4,7 @@
 
 use crate::support::{eventually, write_file, Agent};
 use mesh_control::raft::Command;
-use mesh_control::rpc::handshake::{self, Role, RpcKeys};
+use mesh_control::rpc::handshake::{self, Role, RpcAuth, RpcKeys};
 use mesh_control::rpc::wire::{Conn, WireError};
 use mesh_control::rpc::{HttpExchange, Request, Response};
 use mesh_control::state::{StateData, TxnKvOp, TxnOp};
@@ -16,11 +16,11 @@ use tokio::net::TcpStream;
 const KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
 const OTHER_KEY: &str = "Wb0ZGQxUmUVV3CIXnpEDSSJM3bIzl6JEuUU+/LH0ejs=";
 
-fn keys(key: &str) -> RpcKeys {
-    RpcKeys::new(vec![mesh_gossip::parse_key(key).unwrap()])
+fn keys(key: &str) -> RpcAuth {
+    RpcKeys::new(vec![mesh_gossip::parse_key(key).unwrap()]).into()
 }
 
-async fn open(port: u16, role: Role, keys: &RpcKeys) -> Result<Conn, WireError> {
+async fn open(port: u16, role: Role, keys: &RpcAuth) -> Result<Conn, WireError> {
     let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     handshake::open(stream, role, keys).await
 }
@@ -98,7 +98,7 @@ async fn strangers_are_refused_before_a_frame_and_clients_say_only_what_clients_
     assert_eq!(answer.first(), Some(&1), "refused: {answer:?}");
 
     // No key, or another key: refused with the reason.
-    let err = open(port, Role::Server, &RpcKeys::default())
+    let err = open(port, Role::Server, &RpcAuth::default())
         .await
         .err()
         .unwrap();

@@ -427,12 +427,19 @@ pub const JOIN_WAIT: Duration = Duration::from_secs(45);
 /// Starts client agent `name` with its data in `dir`, joining the pool
 /// through `server`, and waits until `server`'s catalog lists it.
 pub async fn client_agent(name: &str, dir: &Path, server: &Agent) -> Agent {
-    let client = Agent::start(&[
-        &format!("-node={name}"),
-        &format!("-data-dir={}", dir.display()),
-        &format!("-retry-join=127.0.0.1:{}", server.serf_lan),
-        "-retry-interval=200ms",
-    ]);
+    client_agent_with(name, dir, server, &[]).await
+}
+
+/// [`client_agent`] with `extra` flags.
+pub async fn client_agent_with(name: &str, dir: &Path, server: &Agent, extra: &[&str]) -> Agent {
+    let (node, data_dir) = (
+        format!("-node={name}"),
+        format!("-data-dir={}", dir.display()),
+    );
+    let join = format!("-retry-join=127.0.0.1:{}", server.serf_lan);
+    let mut args = vec![node.as_str(), &data_dir, &join, "-retry-interval=200ms"];
+    args.extend(extra);
+    let client = Agent::start(&args);
     eventually(JOIN_WAIT, "the client agent in the catalog", || async {
         let node = server.get(&format!("/v1/catalog/node/{name}")).await.json();
         (node["Node"]["Node"] == name).then_some(())

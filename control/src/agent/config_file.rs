@@ -60,6 +60,87 @@ pub struct FileSettings {
     pub reconnect_timeout: Option<String>,
     /// `limits { ... }`.
     pub limits: Option<FileLimits>,
+    /// `tls { defaults { ... } internal_rpc { ... } https { ... } }`.
+    pub tls: Option<FileTls>,
+    /// The older top-level TLS keys (`ca_file`, `verify_incoming`, ...),
+    /// which `tls.defaults` and `tls.internal_rpc` override.
+    #[serde(flatten)]
+    pub legacy_tls: FileTlsSettings,
+}
+
+/// The `tls` block.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct FileTls {
+    /// Settings every interface starts from.
+    pub defaults: Option<FileTlsSettings>,
+    /// The server RPC port's.
+    pub internal_rpc: Option<FileTlsSettings>,
+    /// The HTTPS API's.
+    pub https: Option<FileTlsSettings>,
+    /// The gRPC port's.
+    pub grpc: Option<FileTlsSettings>,
+}
+
+/// One interface's TLS settings (and the older top-level keys).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct FileTlsSettings {
+    /// `ca_file`.
+    pub ca_file: Option<String>,
+    /// `ca_path`.
+    pub ca_path: Option<String>,
+    /// `cert_file`.
+    pub cert_file: Option<String>,
+    /// `key_file`.
+    pub key_file: Option<String>,
+    /// `verify_incoming`.
+    pub verify_incoming: Option<bool>,
+    /// `verify_outgoing`.
+    pub verify_outgoing: Option<bool>,
+    /// `verify_server_hostname`.
+    pub verify_server_hostname: Option<bool>,
+    /// `tls_min_version` (e.g. `TLSv1_2`).
+    #[serde(rename = "TLSMinVersion", alias = "TlsMinVersion")]
+    pub tls_min_version: Option<String>,
+    /// `tls_cipher_suites`.
+    #[serde(rename = "TLSCipherSuites", alias = "TlsCipherSuites")]
+    pub tls_cipher_suites: Option<String>,
+}
+
+impl FileTlsSettings {
+    /// These settings with `over`'s set fields in their place.
+    pub fn overridden_by(&self, over: &FileTlsSettings) -> FileTlsSettings {
+        fn pick<T: Clone>(base: &Option<T>, over: &Option<T>) -> Option<T> {
+            over.clone().or_else(|| base.clone())
+        }
+        FileTlsSettings {
+            ca_file: pick(&self.ca_file, &over.ca_file),
+            ca_path: pick(&self.ca_path, &over.ca_path),
+            cert_file: pick(&self.cert_file, &over.cert_file),
+            key_file: pick(&self.key_file, &over.key_file),
+            verify_incoming: pick(&self.verify_incoming, &over.verify_incoming),
+            verify_outgoing: pick(&self.verify_outgoing, &over.verify_outgoing),
+            verify_server_hostname: pick(
+                &self.verify_server_hostname,
+                &over.verify_server_hostname,
+            ),
+            tls_min_version: pick(&self.tls_min_version, &over.tls_min_version),
+            tls_cipher_suites: pick(&self.tls_cipher_suites, &over.tls_cipher_suites),
+        }
+    }
+
+    /// The server RPC port's settings: the top-level keys, then
+    /// `tls.defaults`, then `tls.internal_rpc`.
+    pub fn internal_rpc(legacy: &FileTlsSettings, tls: Option<&FileTls>) -> FileTlsSettings {
+        let mut out = legacy.clone();
+        if let Some(tls) = tls {
+            for layer in [&tls.defaults, &tls.internal_rpc].into_iter().flatten() {
+                out = out.overridden_by(layer);
+            }
+        }
+        out
+    }
 }
 
 /// The `limits` block (the connection limits of Consul's).
@@ -121,6 +202,14 @@ const SETTINGS_KEYS: &[&str] = &[
     "RejoinAfterLeave",
     "ReconnectTimeout",
     "Limits",
+    "Tls",
+    "CaFile",
+    "CaPath",
+    "CertFile",
+    "KeyFile",
+    "VerifyIncoming",
+    "VerifyOutgoing",
+    "VerifyServerHostname",
 ];
 
 /// The files a path names: itself, or a directory's `.json` and `.hcl`
@@ -223,6 +312,51 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn tls_settings_layer_top_level_then_defaults_then_internal_rpc() {
+        let d = tempdir("tls");
+        write(
+            &d,
+            "tls.hcl",
+            r#"
+            ca_file         = "/old/ca.pem"
+            verify_outgoing = false
+            tls {
+              defaults {
+                ca_file         = "/etc/mesh/ca.pem"
+                cert_file       = "/etc/mesh/server.pem"
+                key_file        = "/etc/mesh/server-key.pem"
+                verify_incoming = true
+                verify_outgoing = true
+              }
+              internal_rpc {
+                verify_server_hostname = true
+              }
+            }
+            limits {
+              rpc_max_conns_per_client = 7
+              rpc_handshake_timeout    = "2s"
+            }
+            "#,
+        );
+        let cfg = load_paths(std::slice::from_ref(&d)).unwrap().settings;
+        assert_eq!(cfg.legacy_tls.ca_file.as_deref(), Some("/old/ca.pem"));
+        let rpc = FileTlsSettings::internal_rpc(&cfg.legacy_tls, cfg.tls.as_ref());
+        assert_eq!(rpc.ca_file.as_deref(), Some("/etc/mesh/ca.pem"));
+        assert_eq!(rpc.key_file.as_deref(), Some("/etc/mesh/server-key.pem"));
+        assert_eq!(
+            (
+                rpc.verify_incoming,
+                rpc.verify_outgoing,
+                rpc.verify_server_hostname
+            ),
+            (Some(true), Some(true), Some(true))
+        );
+        let limits = cfg.limits.unwrap();
+        assert_eq!(limits.rpc_max_conns_per_client, Some(7));
+        assert_eq!(limits.rpc_handshake_timeout.as_deref(), Some("2s"));
     }
 
     #[test]

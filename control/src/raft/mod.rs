@@ -17,7 +17,7 @@ pub mod state_machine;
 
 pub use command::{Command, CommandResult};
 
-use crate::rpc::handshake::{Role, RpcKeys};
+use crate::rpc::handshake::{Role, RpcAuth};
 use crate::rpc::pool::RpcPool;
 use crate::rpc::{Request, Response};
 use crate::state::Store;
@@ -99,8 +99,9 @@ pub struct RaftConfig {
     /// Start a one-voter cluster if there is no Raft state yet
     /// (`-dev`, `-bootstrap`, `-bootstrap-expect=1`).
     pub bootstrap_alone: bool,
-    /// The keys this server's RPC connections prove (the gossip keyring).
-    pub keys: RpcKeys,
+    /// How this server's RPC connections authenticate (the gossip
+    /// keyring, TLS).
+    pub auth: RpcAuth,
 }
 
 /// What [`RaftNode::status`] reports.
@@ -191,7 +192,7 @@ impl RaftNode {
         let log = log_store::LogStore::open(dir.as_deref()).map_err(internal)?;
         let sm =
             state_machine::StateMachine::open(store.clone(), dir.as_deref()).map_err(internal)?;
-        let pool = Arc::new(RpcPool::new(Role::Server, config.keys.clone()));
+        let pool = Arc::new(RpcPool::new(Role::Server, config.auth.clone()));
         let contacts = network::Contacts::default();
         let node_id = raft_id(&config.server.node_id);
         let raft = Raft::new(

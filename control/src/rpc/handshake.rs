@@ -21,7 +21,8 @@
 //! rotated in (`mesh keyring -install`, `-use`) keeps working; a caller
 //! uses its primary key.
 
-use super::wire::{Conn, Sealing, WireError, PROTOCOL_MARKER};
+use super::wire::{Conn, Sealing, Stream, WireError, PROTOCOL_MARKER};
+use crate::tls::RpcTls;
 use ring::aead::{LessSafeKey, UnboundKey, AES_256_GCM};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{hkdf, hmac};
@@ -44,6 +45,9 @@ const MAC: usize = 32;
 const HELLO: usize = 4 + KEY_ID + NONCE;
 /// The HKDF salt for everything derived from a gossip key.
 const SALT: &[u8] = b"mesh rpc v2";
+/// The first byte of a connection that starts TLS; the hello follows
+/// inside it.
+pub const TLS_MARKER: u8 = 0x74;
 
 /// What a peer on the RPC port is, and so what it may ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +121,30 @@ impl RpcKeys {
     /// Whether connections are authenticated.
     pub fn is_keyed(&self) -> bool {
         !self.current().is_empty()
+    }
+}
+
+/// How RPC connections are authenticated: the gossip keyring and, when
+/// configured, TLS ([`RpcTls`]).
+#[derive(Debug, Clone, Default)]
+pub struct RpcAuth {
+    /// The gossip keyring (none: no keyed handshake).
+    pub keys: RpcKeys,
+    /// The agent's TLS for RPC, if configured.
+    pub tls: Option<Arc<RpcTls>>,
+}
+
+impl From<RpcKeys> for RpcAuth {
+    fn from(keys: RpcKeys) -> RpcAuth {
+        RpcAuth { keys, tls: None }
+    }
+}
+
+impl RpcAuth {
+    /// Whether a stranger is kept out: a keyed handshake, or TLS that
+    /// requires a certificate from the CA.
+    pub fn is_closed(&self) -> bool {
+        self.keys.is_keyed() || self.tls.as_ref().is_some_and(|t| t.verify_incoming())
     }
 }
 
@@ -195,10 +223,23 @@ fn random<const N: usize>() -> Result<[u8; N], WireError> {
     Ok(bytes)
 }
 
-/// Opens a connection as `role`, proving the primary key of `keys` when
-/// there is one. The caller bounds the time it may take.
-pub async fn open(mut stream: TcpStream, role: Role, keys: &RpcKeys) -> Result<Conn, WireError> {
-    let keys = keys.current();
+/// Opens a connection as `role`: over TLS with `verify_outgoing`, then
+/// proving the primary key of the keyring when there is one. The caller
+/// bounds the time it may take.
+pub async fn open(stream: TcpStream, role: Role, auth: &RpcAuth) -> Result<Conn, WireError> {
+    let mut stream = match auth.tls.as_ref().and_then(|t| t.connector()) {
+        Some((connector, name)) => {
+            let mut stream = stream;
+            stream.write_all(&[TLS_MARKER]).await?;
+            let tls = connector
+                .connect(name, stream)
+                .await
+                .map_err(|e| WireError::Auth(format!("TLS: {e}")))?;
+            Stream::Tls(Box::new(tls.into()))
+        }
+        None => Stream::Plain(stream),
+    };
+    let keys = auth.keys.current();
     let primary = keys.first();
     let mut hello = [0u8; HELLO];
     hello[0] = PROTOCOL_MARKER;
@@ -240,13 +281,35 @@ pub async fn open(mut stream: TcpStream, role: Role, keys: &RpcKeys) -> Result<C
 /// Answers a caller's handshake: the open connection and the caller's role,
 /// or why it was refused (the caller is told too). The caller bounds the
 /// time it may take.
-pub async fn accept(mut stream: TcpStream, keys: &RpcKeys) -> Result<(Conn, Role), WireError> {
-    let marker = stream.read_u8().await?;
-    if marker != PROTOCOL_MARKER {
-        return Err(WireError::Protocol(marker));
-    }
+pub async fn accept(mut tcp: TcpStream, auth: &RpcAuth) -> Result<(Conn, Role), WireError> {
+    let tls = auth.tls.as_deref();
+    let mut stream = match tcp.read_u8().await? {
+        TLS_MARKER => {
+            let Some(acceptor) = tls.and_then(RpcTls::acceptor) else {
+                return Err(WireError::Refused(
+                    "a TLS caller, but this server has no cert_file".into(),
+                ));
+            };
+            let tls = acceptor
+                .accept(tcp)
+                .await
+                .map_err(|e| WireError::Auth(format!("TLS: {e}")))?;
+            let mut stream = Stream::Tls(Box::new(tls.into()));
+            let marker = stream.read_u8().await?;
+            if marker != PROTOCOL_MARKER {
+                return Err(WireError::Protocol(marker));
+            }
+            stream
+        }
+        PROTOCOL_MARKER if tls.is_some_and(RpcTls::verify_incoming) => {
+            let why = "this server accepts only TLS RPC (verify_incoming)";
+            return refuse(Stream::Plain(tcp), why.into()).await;
+        }
+        PROTOCOL_MARKER => Stream::Plain(tcp),
+        other => return Err(WireError::Protocol(other)),
+    };
     let mut hello = [0u8; HELLO];
-    hello[0] = marker;
+    hello[0] = PROTOCOL_MARKER;
     stream.read_exact(&mut hello[1..]).await?;
     if hello[1] != VERSION {
         let why = format!(
@@ -258,7 +321,12 @@ pub async fn accept(mut stream: TcpStream, keys: &RpcKeys) -> Result<(Conn, Role
     let Some(role) = Role::from_byte(hello[2]) else {
         return refuse(stream, format!("unknown role {}", hello[2])).await;
     };
-    let keys = keys.current();
+    if let (Role::Server, Some(tls)) = (role, tls) {
+        if let Err(why) = tls.may_act_as_server(stream.peer_certificate()) {
+            return refuse(stream, why).await;
+        }
+    }
+    let keys = auth.keys.current();
     match (hello[3], keys.is_empty()) {
         (OPEN, true) => {
             stream.write_all(&[ACCEPTED]).await?;
@@ -310,7 +378,7 @@ pub async fn accept(mut stream: TcpStream, keys: &RpcKeys) -> Result<(Conn, Role
 }
 
 /// Tells the caller why it is refused, and reports it.
-async fn refuse<T>(mut stream: TcpStream, why: String) -> Result<T, WireError> {
+async fn refuse<T>(mut stream: Stream, why: String) -> Result<T, WireError> {
     let reason = &why.as_bytes()[..why.len().min(255)];
     let msg = [&[REFUSED, reason.len() as u8][..], reason].concat();
     let _ = stream.write_all(&msg).await;
@@ -330,7 +398,8 @@ mod tests {
     ) -> (Result<Conn, WireError>, Result<(Conn, Role), WireError>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (caller_keys, server_keys) = (RpcKeys::new(caller), RpcKeys::new(server));
+        let caller_keys = RpcAuth::from(RpcKeys::new(caller));
+        let server_keys = RpcAuth::from(RpcKeys::new(server));
         let dial = async {
             let stream = TcpStream::connect(addr).await.unwrap();
             open(stream, Role::Client, &caller_keys).await
@@ -389,7 +458,7 @@ mod tests {
         let key = vec![5u8; 32];
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let keys = RpcKeys::new(vec![key.clone()]);
+        let keys = RpcAuth::from(RpcKeys::new(vec![key.clone()]));
         let forger = async {
             let mut s = TcpStream::connect(addr).await.unwrap();
             let mut hello = [0u8; HELLO];

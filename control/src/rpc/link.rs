@@ -3,7 +3,7 @@
 //! leaf CSRs and its proxies' views go to a server over RPC, on pooled
 //! connections, to whichever servers gossip says are alive.
 
-use super::handshake::{Role, RpcKeys};
+use super::handshake::{Role, RpcAuth};
 use super::pool::{RpcError, RpcPool};
 use super::{HttpExchange, NodeRecord, Request, Response};
 use crate::raft::{
@@ -26,11 +26,11 @@ pub struct ServerLink {
 
 impl ServerLink {
     /// A link to the servers whose RPC addresses `servers` holds (from
-    /// gossip, as they come and go), on connections authenticated with
-    /// `keys`.
-    pub fn new(servers: watch::Receiver<Vec<String>>, keys: RpcKeys) -> ServerLink {
+    /// gossip, as they come and go), on connections authenticated by
+    /// `auth`.
+    pub fn new(servers: watch::Receiver<Vec<String>>, auth: RpcAuth) -> ServerLink {
         ServerLink {
-            pool: Arc::new(RpcPool::new(Role::Client, keys)),
+            pool: Arc::new(RpcPool::new(Role::Client, auth)),
             servers,
         }
     }

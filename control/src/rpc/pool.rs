@@ -1,7 +1,7 @@
 //! Pooled connections to other servers' RPC ports, opened with the
 //! handshake ([`super::handshake`]) as this agent's role.
 
-use super::handshake::{self, Role, RpcKeys};
+use super::handshake::{self, Role, RpcAuth};
 use super::wire::{Conn, WireError};
 use super::{Request, Response};
 use std::collections::HashMap;
@@ -54,16 +54,16 @@ pub enum RpcError {
 /// Connections to peers, reused across calls.
 pub struct RpcPool {
     role: Role,
-    keys: RpcKeys,
+    auth: RpcAuth,
     idle: Mutex<HashMap<String, Vec<(Conn, Instant)>>>,
 }
 
 impl RpcPool {
-    /// A pool whose connections speak as `role`, authenticated with `keys`.
-    pub fn new(role: Role, keys: RpcKeys) -> RpcPool {
+    /// A pool whose connections speak as `role`, authenticated by `auth`.
+    pub fn new(role: Role, auth: RpcAuth) -> RpcPool {
         RpcPool {
             role,
-            keys,
+            auth,
             idle: Mutex::default(),
         }
     }
@@ -136,7 +136,7 @@ impl RpcPool {
         let opening = async {
             let stream = TcpStream::connect(addr).await?;
             let _ = stream.set_nodelay(true);
-            handshake::open(stream, self.role, &self.keys).await
+            handshake::open(stream, self.role, &self.auth).await
         };
         tokio::time::timeout(CONNECT_TIMEOUT, opening)
             .await
@@ -157,8 +157,8 @@ mod tests {
     async fn a_connection_the_peer_closed_while_idle_is_not_reused() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let pool = RpcPool::new(Role::Server, RpcKeys::default());
-        let open = |s| Conn::new(s, None);
+        let pool = RpcPool::new(Role::Server, RpcAuth::default());
+        let open = |s| Conn::new(super::super::wire::Stream::Plain(s), None);
         let (accepted, _) = tokio::join!(listener.accept(), async {
             pool.put_idle(&addr, open(TcpStream::connect(&addr).await.unwrap()));
         });

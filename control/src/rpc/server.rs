@@ -9,7 +9,7 @@
 //! connections besides servers' own; a connection silent for
 //! [`RpcLimits::idle_timeout`] between requests is closed.
 
-use super::handshake::{self, Role, RpcKeys};
+use super::handshake::{self, Role, RpcAuth};
 use super::wire::{WireError, MAX_FRAME};
 use super::{HttpExchange, NodeRecord, Request, Response};
 use crate::agent::proxy_view;
@@ -37,8 +37,8 @@ pub struct RpcHandlers {
     pub dns: Arc<DnsServer>,
     /// This server's CA, which signs client agents' leaves.
     pub ca: Arc<CaManager>,
-    /// The keys callers must prove they hold (none: open).
-    pub keys: RpcKeys,
+    /// How callers must authenticate (no key and no TLS: open).
+    pub auth: RpcAuth,
     /// Time and connection limits.
     pub limits: RpcLimits,
 }
@@ -141,7 +141,7 @@ pub async fn serve(listener: TcpListener, handlers: RpcHandlers) {
 async fn handle(stream: TcpStream, slot: Slot, handlers: &RpcHandlers) -> Result<(), WireError> {
     let _ = stream.set_nodelay(true);
     let limit = handlers.limits.handshake_timeout;
-    let (mut conn, role) = tokio::time::timeout(limit, handshake::accept(stream, &handlers.keys))
+    let (mut conn, role) = tokio::time::timeout(limit, handshake::accept(stream, &handlers.auth))
         .await
         .map_err(|_| WireError::Timeout(limit))??;
     // Servers pool many connections to each other; only the others count.

@@ -10,11 +10,15 @@
 //! what its header declares.
 
 use ring::aead::{Aad, LessSafeKey, Nonce, NONCE_LEN};
+use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsStream;
 
 /// The first byte a client sends: mesh RPC.
 pub const PROTOCOL_MARKER: u8 = 0x6d;
@@ -97,16 +101,79 @@ fn nonce(counter: u64) -> Nonce {
     Nonce::assume_unique_for_key(n)
 }
 
+/// A connection's transport: TCP, or TLS over it.
+pub(super) enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS, either side.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    /// The certificate the peer presented over TLS, if any.
+    pub(super) fn peer_certificate(&self) -> Option<&CertificateDer<'static>> {
+        let Stream::Tls(s) = self else { return None };
+        s.get_ref().1.peer_certificates()?.first()
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// An open RPC connection: one message at a time each way.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     sealing: Option<Sealing>,
     idle_timeout: Option<Duration>,
 }
 
 impl Conn {
     /// A connection whose handshake is done; `sealing` when keyed.
-    pub(super) fn new(stream: TcpStream, sealing: Option<Sealing>) -> Conn {
+    pub(super) fn new(stream: Stream, sealing: Option<Sealing>) -> Conn {
         Conn {
             stream,
             sealing,
@@ -124,7 +191,7 @@ impl Conn {
     pub fn is_idle_and_open(&self) -> bool {
         let mut probe = [0u8; 1];
         matches!(
-            self.stream.try_read(&mut probe),
+            self.stream.tcp().try_read(&mut probe),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
         )
     }
@@ -204,6 +271,10 @@ mod tests {
         (a.unwrap(), b.unwrap().0)
     }
 
+    fn plain(s: TcpStream) -> Stream {
+        Stream::Plain(s)
+    }
+
     fn key(byte: u8) -> LessSafeKey {
         LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[byte; 32]).unwrap())
     }
@@ -211,19 +282,19 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_and_hostile_lengths_are_refused() {
         let (a, b) = pair().await;
-        let (mut a, mut b) = (Conn::new(a, None), Conn::new(b, None));
+        let (mut a, mut b) = (Conn::new(plain(a), None), Conn::new(plain(b), None));
         a.send(&vec!["x".to_string(), "y".into()]).await.unwrap();
         let got: Vec<String> = b.recv().await.unwrap();
         assert_eq!(got, ["x", "y"]);
 
         let (mut a, b) = pair().await;
-        let mut b = Conn::new(b, None);
+        let mut b = Conn::new(plain(b), None);
         a.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
         let err = b.recv::<Vec<String>>().await.unwrap_err();
         assert!(matches!(err, WireError::TooLarge(_)), "{err}");
 
         let (mut a, b) = pair().await;
-        let mut b = Conn::new(b, None);
+        let mut b = Conn::new(plain(b), None);
         a.write_all(&3u32.to_be_bytes()).await.unwrap();
         a.write_all(b"{]x").await.unwrap();
         let err = b.recv::<Vec<String>>().await.unwrap_err();
@@ -233,7 +304,7 @@ mod tests {
     #[tokio::test]
     async fn a_declared_length_reserves_nothing_until_bytes_arrive() {
         let (mut a, b) = pair().await;
-        let mut b = Conn::new(b, None);
+        let mut b = Conn::new(plain(b), None);
         b.set_idle_timeout(Duration::from_secs(5));
         // A header declaring 512 MiB, then 10 bytes and a close: the read
         // ends with EOF having held only what arrived.
@@ -249,8 +320,8 @@ mod tests {
     #[tokio::test]
     async fn sealed_frames_open_only_in_order_on_their_own_connection() {
         let (a, b) = pair().await;
-        let mut a = Conn::new(a, Some(Sealing::new(key(1), key(2))));
-        let mut b = Conn::new(b, Some(Sealing::new(key(2), key(1))));
+        let mut a = Conn::new(plain(a), Some(Sealing::new(key(1), key(2))));
+        let mut b = Conn::new(plain(b), Some(Sealing::new(key(2), key(1))));
         a.send(&"one").await.unwrap();
         a.send(&"two").await.unwrap();
         assert_eq!(b.recv::<String>().await.unwrap(), "one");
@@ -260,15 +331,15 @@ mod tests {
 
         // The wrong key, or a replayed frame (counter 0 again), is refused.
         let (a, b) = pair().await;
-        let mut a = Conn::new(a, Some(Sealing::new(key(9), key(2))));
-        let mut b = Conn::new(b, Some(Sealing::new(key(2), key(1))));
+        let mut a = Conn::new(plain(a), Some(Sealing::new(key(9), key(2))));
+        let mut b = Conn::new(plain(b), Some(Sealing::new(key(2), key(1))));
         a.send(&"forged").await.unwrap();
         let err = b.recv::<String>().await.unwrap_err();
         assert!(matches!(err, WireError::Auth(_)), "{err}");
 
         let (a, b) = pair().await;
-        let mut a = Conn::new(a, Some(Sealing::new(key(1), key(2))));
-        let mut b = Conn::new(b, Some(Sealing::new(key(2), key(1))));
+        let mut a = Conn::new(plain(a), Some(Sealing::new(key(1), key(2))));
+        let mut b = Conn::new(plain(b), Some(Sealing::new(key(2), key(1))));
         a.send(&"first").await.unwrap();
         assert_eq!(b.recv::<String>().await.unwrap(), "first");
         let mut replay = Conn::new(a.stream, Some(Sealing::new(key(1), key(2))));
@@ -280,7 +351,7 @@ mod tests {
     #[tokio::test]
     async fn a_peer_that_stalls_between_frames_is_timed_out() {
         let (_a, b) = pair().await;
-        let mut b = Conn::new(b, None);
+        let mut b = Conn::new(plain(b), None);
         b.set_idle_timeout(Duration::from_millis(50));
         let err = b.recv::<String>().await.unwrap_err();
         assert!(matches!(err, WireError::Timeout(_)), "{err}");
