@@ -21,11 +21,16 @@ async fn kill_9_and_restart_keeps_every_acknowledged_write() {
 
     let mut a = Agent::start(&args);
     let mut acked = Vec::new();
+    // 300 writes, 100 in flight at once: within the agent's 200
+    // connections per client (Consul's http_max_conns_per_client).
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(100));
     let writes: Vec<_> = (0..300)
         .map(|i| {
             let client = a.client.clone();
             let url = format!("{}/v1/kv/durable/{i:04}", a.base);
+            let in_flight = in_flight.clone();
             tokio::spawn(async move {
+                let _slot = in_flight.acquire_owned().await.ok()?;
                 let r = client
                     .put(url)
                     .body(format!("value-{i}"))
