@@ -27,14 +27,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 /// Everything an agent needs to start.
 #[derive(Debug, Clone)]
 pub struct LaunchConfig {
     /// The agent's identity and settings (ports are filled in once bound).
     pub agent: AgentConfig,
-    /// The HTTP API address (port 0 picks one).
-    pub http_addr: SocketAddr,
+    /// The HTTP API address (port 0 picks one; `None`: no plain HTTP).
+    pub http_addr: Option<SocketAddr>,
+    /// The HTTPS API address (`None`: no HTTPS, Consul's default).
+    pub https_addr: Option<SocketAddr>,
+    /// The HTTPS API's TLS (`tls.https`).
+    pub https_tls: TlsConfig,
+    /// Connection and read limits of the HTTP and HTTPS API.
+    pub http_limits: HttpLimits,
     /// The DNS address, UDP and TCP (port 0 picks one).
     pub dns_addr: SocketAddr,
     /// DNS settings (domain and datacenter are taken from `agent`).
@@ -76,8 +83,10 @@ impl Bootstrap {
 
 /// A running agent.
 pub struct Running {
-    /// The bound HTTP address.
-    pub http_addr: SocketAddr,
+    /// The bound HTTP address, if plain HTTP is on.
+    pub http_addr: Option<SocketAddr>,
+    /// The bound HTTPS address, if HTTPS is on.
+    pub https_addr: Option<SocketAddr>,
     /// The bound DNS address.
     pub dns_addr: SocketAddr,
     /// The agent.
@@ -141,10 +150,17 @@ async fn bind_dns(
     Err(last)
 }
 
+/// An API listener: HTTP, or HTTPS with its acceptor.
+struct ApiListener {
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
 /// The listeners every agent serves on, bound before anything starts.
 struct Bound {
-    http: TcpListener,
-    http_addr: SocketAddr,
+    api: Vec<ApiListener>,
+    http_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
     dns_udp: tokio::net::UdpSocket,
     dns_tcp: TcpListener,
     dns_addr: SocketAddr,
@@ -153,17 +169,38 @@ struct Bound {
 /// Binds, starts and serves: a server, or a client agent. Errors name what
 /// failed.
 pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
-    let http = tokio::net::TcpListener::bind(cfg.http_addr)
-        .await
-        .map_err(|e| format!("HTTP listener on {}: {e}", cfg.http_addr))?;
-    let http_addr = http.local_addr().map_err(|e| e.to_string())?;
-    cfg.agent.ports.http = http_addr.port();
+    let mut api = Vec::new();
+    let mut http_addr = None;
+    if let Some(addr) = cfg.http_addr {
+        let listener = bind_api("HTTP", addr).await?;
+        http_addr = Some(listener.local_addr().map_err(|e| e.to_string())?);
+        api.push(ApiListener {
+            listener,
+            tls: None,
+        });
+    }
+    let mut https_addr = None;
+    if let Some(addr) = cfg.https_addr {
+        let tls = crate::tls::https_acceptor(&cfg.https_tls)?;
+        let listener = bind_api("HTTPS", addr).await?;
+        https_addr = Some(listener.local_addr().map_err(|e| e.to_string())?);
+        api.push(ApiListener {
+            listener,
+            tls: Some(tls),
+        });
+    }
+    if api.is_empty() {
+        return Err("neither HTTP nor HTTPS is enabled: set ports.http or ports.https".into());
+    }
+    cfg.agent.ports.http = http_addr.map(|a| a.port());
+    cfg.agent.ports.https = https_addr.map(|a| a.port());
     let (dns_udp, dns_tcp) = bind_dns(cfg.dns_addr).await?;
     let dns_addr = dns_udp.local_addr().map_err(|e| e.to_string())?;
     cfg.agent.ports.dns = dns_addr.port();
     let bound = Bound {
-        http,
+        api,
         http_addr,
+        https_addr,
         dns_udp,
         dns_tcp,
         dns_addr,
@@ -279,16 +316,14 @@ async fn launch_server(
 
     tasks.push(tokio::spawn(ca.run()));
     tasks.push(tokio::spawn(crate::server::tombstone_gc::run(node.clone())));
-    tasks.push(spawn_serving(
-        "HTTP",
-        serve(bound.http, app, HttpLimits::default()),
-    ));
+    tasks.extend(serve_api(bound.api, app, &cfg.http_limits));
     tasks.push(spawn_serving(
         "DNS",
         dns.serve(bound.dns_udp, bound.dns_tcp),
     ));
     Ok(Running {
         http_addr: bound.http_addr,
+        https_addr: bound.https_addr,
         dns_addr: bound.dns_addr,
         agent,
         cluster: Cluster::Server(node),
@@ -320,17 +355,16 @@ async fn launch_client(
         "DNS",
         mesh_dns::transport::serve(forwarded, limits, bound.dns_udp, bound.dns_tcp),
     );
+    let mut tasks = vec![begin, dns];
+    tasks.extend(serve_api(bound.api, app, &cfg.http_limits));
     Ok(Running {
         http_addr: bound.http_addr,
+        https_addr: bound.https_addr,
         dns_addr: bound.dns_addr,
         agent,
         cluster: Cluster::Client(link),
         lan,
-        tasks: vec![
-            begin,
-            dns,
-            spawn_serving("HTTP", serve(bound.http, app, HttpLimits::default())),
-        ],
+        tasks,
     })
 }
 
@@ -444,6 +478,28 @@ fn dns_config(cfg: &LaunchConfig) -> Result<DnsConfig, String> {
         .validate()
         .map_err(|e| format!("DNS config: {e}"))?;
     Ok(dns_config)
+}
+
+/// Binds an API listener, naming it in the error.
+async fn bind_api(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{what} listener on {addr}: {e}"))
+}
+
+/// Serves the API on each of its listeners.
+fn serve_api(
+    listeners: Vec<ApiListener>,
+    app: axum::Router,
+    limits: &HttpLimits,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    listeners
+        .into_iter()
+        .map(|l| {
+            let what = if l.tls.is_some() { "HTTPS" } else { "HTTP" };
+            spawn_serving(what, serve(l.listener, app.clone(), limits.clone(), l.tls))
+        })
+        .collect()
 }
 
 /// Runs a listener's serving loop, logging why it stopped if it does.

@@ -106,33 +106,9 @@ impl RpcTls {
             _ => None,
         };
         let acceptor = match &identity {
-            Some((certs, key)) => {
-                let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| format!("tls: {e}"))?;
-                let builder = if roots.is_empty() {
-                    builder.with_no_client_auth()
-                } else {
-                    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                        roots.clone(),
-                        provider.clone(),
-                    );
-                    let verifier = if cfg.verify_incoming {
-                        verifier
-                    } else {
-                        verifier.allow_unauthenticated()
-                    };
-                    builder.with_client_cert_verifier(
-                        verifier
-                            .build()
-                            .map_err(|e| format!("tls: client verifier: {e}"))?,
-                    )
-                };
-                let config = builder
-                    .with_single_cert(certs.clone(), key.clone_key())
-                    .map_err(|e| format!("tls: cert_file and key_file: {e}"))?;
-                Some(TlsAcceptor::from(Arc::new(config)))
-            }
+            Some((certs, key)) => Some(TlsAcceptor::from(Arc::new(server_config(
+                cfg, &roots, certs, key, &provider,
+            )?))),
             None => None,
         };
         let connector = if cfg.verify_outgoing {
@@ -207,6 +183,58 @@ impl RpcTls {
             )
         })
     }
+}
+
+/// The HTTPS API's acceptor (`tls.https`): `cert_file` and `key_file`
+/// required; with `verify_incoming`, clients must present a certificate
+/// from the CA.
+pub fn https_acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
+    let (Some(cert), Some(key)) = (&cfg.cert_file, &cfg.key_file) else {
+        return Err("tls: the HTTPS port needs cert_file and key_file".into());
+    };
+    if cfg.verify_incoming && cfg.ca_file.is_none() && cfg.ca_path.is_none() {
+        return Err("tls: verify_incoming on HTTPS needs ca_file or ca_path".into());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = Arc::new(load_roots(cfg)?);
+    let mut config = server_config(cfg, &roots, &load_certs(cert)?, &load_key(key)?, &provider)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A TLS server presenting `certs`; client certificates are checked
+/// against `roots` when there are any, and required with `verify_incoming`.
+fn server_config(
+    cfg: &TlsConfig,
+    roots: &Arc<RootCertStore>,
+    certs: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<rustls::ServerConfig, String> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?;
+    let builder = if roots.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        );
+        let verifier = if cfg.verify_incoming {
+            verifier
+        } else {
+            verifier.allow_unauthenticated()
+        };
+        builder.with_client_cert_verifier(
+            verifier
+                .build()
+                .map_err(|e| format!("tls: client verifier: {e}"))?,
+        )
+    };
+    builder
+        .with_single_cert(certs.to_vec(), key.clone_key())
+        .map_err(|e| format!("tls: cert_file and key_file: {e}"))
 }
 
 /// Checks a server's chain against the CA and, with

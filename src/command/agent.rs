@@ -6,6 +6,7 @@ use clap::Args;
 use mesh_control::agent::{config_file, AgentConfig, Ports};
 use mesh_control::config_entry::intentions::Action;
 use mesh_control::dns::DnsConfig;
+use mesh_control::http::serve::HttpLimits;
 use mesh_control::lan::LanConfig;
 use mesh_control::launch::{launch, Bootstrap, LaunchConfig};
 use mesh_control::rpc::server::RpcLimits;
@@ -76,9 +77,13 @@ pub struct AgentArgs {
     /// The address the HTTP API and DNS listen on.
     #[arg(long)]
     client: Option<IpAddr>,
-    /// HTTP API port (default 8500; 0 picks a free one).
-    #[arg(long = "http-port")]
-    http_port: Option<u16>,
+    /// HTTP API port (default 8500; 0 picks a free one; -1 turns it off).
+    #[arg(long = "http-port", allow_negative_numbers = true)]
+    http_port: Option<i32>,
+    /// HTTPS API port (default -1: off; 0 picks a free one); needs
+    /// `tls.https` (or `tls.defaults`) `cert_file` and `key_file`.
+    #[arg(long = "https-port", allow_negative_numbers = true)]
+    https_port: Option<i32>,
     /// DNS port (default 8600; 0 picks a free one).
     #[arg(long = "dns-port")]
     dns_port: Option<u16>,
@@ -197,17 +202,21 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
         },
         ..rpc_defaults
     };
-    let rpc_tls = config_file::FileTlsSettings::internal_rpc(&file.legacy_tls, file.tls.as_ref());
-    let tls = TlsConfig {
-        ca_file: rpc_tls.ca_file.map(PathBuf::from),
-        ca_path: rpc_tls.ca_path.map(PathBuf::from),
-        cert_file: rpc_tls.cert_file.map(PathBuf::from),
-        key_file: rpc_tls.key_file.map(PathBuf::from),
-        verify_incoming: rpc_tls.verify_incoming.unwrap_or(false),
-        verify_outgoing: rpc_tls.verify_outgoing.unwrap_or(false),
-        verify_server_hostname: rpc_tls.verify_server_hostname.unwrap_or(false),
-    };
+    let tls = tls_config(config_file::FileTlsSettings::internal_rpc(
+        &file.legacy_tls,
+        file.tls.as_ref(),
+    ));
     tls.validate().map_err(anyhow::Error::msg)?;
+    let https_tls = tls_config(config_file::FileTlsSettings::https(
+        &file.legacy_tls,
+        file.tls.as_ref(),
+    ));
+    let http_limits = HttpLimits {
+        max_conns_per_client: limits
+            .http_max_conns_per_client
+            .unwrap_or(HttpLimits::default().max_conns_per_client),
+        ..HttpLimits::default()
+    };
     let bootstrap = match expect {
         _ if bootstrap => Bootstrap::Alone,
         Some(n) => Bootstrap::Expect(n),
@@ -236,7 +245,17 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
         .unwrap_or(loopback);
     let ports = file.ports.clone().unwrap_or_default();
     let snapshot_threshold = file.raft_snapshot_threshold.unwrap_or(16384).max(1);
-    let http_port = args.http_port.or(ports.http).unwrap_or(8500);
+    let api_port = |flag: Option<i32>, file: Option<i32>, default: i32, what: &str| match flag
+        .or(file)
+        .unwrap_or(default)
+    {
+        -1 => Ok(None),
+        p => u16::try_from(p)
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("invalid {what} {p}: a port, or -1 for off")),
+    };
+    let http_port = api_port(args.http_port, ports.http, 8500, "ports.http")?;
+    let https_port = api_port(args.https_port, ports.https, -1, "ports.https")?;
     let dns_port = args.dns_port.or(ports.dns).unwrap_or(8600);
     let server_port = args.server_port.or(ports.server).unwrap_or(8300);
     let serf_lan_port = args.serf_lan_port.or(ports.serf_lan).unwrap_or(8301);
@@ -289,6 +308,7 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
         domain,
         ports: Ports {
             http: http_port,
+            https: https_port,
             dns: dns_port,
             server: server_port,
             serf_lan: serf_lan_port,
@@ -299,7 +319,10 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
     Ok((
         LaunchConfig {
             agent,
-            http_addr: SocketAddr::new(client, http_port),
+            http_addr: http_port.map(|p| SocketAddr::new(client, p)),
+            https_addr: https_port.map(|p| SocketAddr::new(client, p)),
+            https_tls,
+            http_limits,
             dns_addr: SocketAddr::new(client, dns_port),
             dns: DnsConfig::default(),
             snapshot_threshold,
@@ -361,10 +384,12 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         a.server,
         matches!(config.bootstrap, Bootstrap::Alone)
     );
+    let port = |a: Option<SocketAddr>| a.map_or(-1, |a| i32::from(a.port()));
     println!(
-        "       Client Addr: [{}] (HTTP: {}, HTTPS: -1, gRPC: -1, DNS: {})",
-        running.http_addr.ip(),
-        running.http_addr.port(),
+        "       Client Addr: [{}] (HTTP: {}, HTTPS: {}, gRPC: -1, DNS: {})",
+        running.dns_addr.ip(),
+        port(running.http_addr),
+        port(running.https_addr),
         running.dns_addr.port()
     );
     println!(
@@ -410,5 +435,18 @@ async fn wait_for_exit(agent: &mesh_control::agent::Agent) -> bool {
             _ = int.recv() => return false,
             _ = agent.left() => return true,
         }
+    }
+}
+
+/// The TLS settings of one interface, as the agent takes them.
+fn tls_config(s: config_file::FileTlsSettings) -> TlsConfig {
+    TlsConfig {
+        ca_file: s.ca_file.map(PathBuf::from),
+        ca_path: s.ca_path.map(PathBuf::from),
+        cert_file: s.cert_file.map(PathBuf::from),
+        key_file: s.key_file.map(PathBuf::from),
+        verify_incoming: s.verify_incoming.unwrap_or(false),
+        verify_outgoing: s.verify_outgoing.unwrap_or(false),
+        verify_server_hostname: s.verify_server_hostname.unwrap_or(false),
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 
 /// Runs `mesh tls ...` in `dir`.
-fn mesh_tls(dir: &Path, args: &[&str]) {
+pub(crate) fn mesh_tls(dir: &Path, args: &[&str]) {
     let out = Command::new(mesh_bin())
         .arg("tls")
         .args(args)

@@ -14,6 +14,7 @@ mod dns;
 mod filter;
 mod health;
 mod http_limits;
+mod https;
 mod kv;
 mod l7;
 mod l7_config;

@@ -105,12 +105,16 @@ impl Agent {
             .recv_timeout(Duration::from_secs(10))
             .expect("no Cluster Addr line after Client Addr");
         let serf_lan = port_after(&cluster, "LAN: ");
-        let http_port = port_after(&line, "HTTP: ");
         let dns_port = port_after(&line, "DNS: ");
+        // With plain HTTP off (-1), the API is reached over HTTPS.
+        let (scheme, http_port) = match line.contains("(HTTP: -1") {
+            true => ("https", port_after(&line, "HTTPS: ")),
+            false => ("http", port_after(&line, "HTTP: ")),
+        };
         let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
         Agent {
             child,
-            base: format!("http://{http}"),
+            base: format!("{scheme}://{http}"),
             http,
             dns: format!("127.0.0.1:{dns_port}").parse().unwrap(),
             client: reqwest::Client::new(),

@@ -133,9 +133,22 @@ impl FileTlsSettings {
     /// The server RPC port's settings: the top-level keys, then
     /// `tls.defaults`, then `tls.internal_rpc`.
     pub fn internal_rpc(legacy: &FileTlsSettings, tls: Option<&FileTls>) -> FileTlsSettings {
+        Self::layered(legacy, tls.map(|t| (&t.defaults, &t.internal_rpc)))
+    }
+
+    /// The HTTPS port's settings: the top-level keys, then `tls.defaults`,
+    /// then `tls.https`.
+    pub fn https(legacy: &FileTlsSettings, tls: Option<&FileTls>) -> FileTlsSettings {
+        Self::layered(legacy, tls.map(|t| (&t.defaults, &t.https)))
+    }
+
+    fn layered(
+        legacy: &FileTlsSettings,
+        layers: Option<(&Option<FileTlsSettings>, &Option<FileTlsSettings>)>,
+    ) -> FileTlsSettings {
         let mut out = legacy.clone();
-        if let Some(tls) = tls {
-            for layer in [&tls.defaults, &tls.internal_rpc].into_iter().flatten() {
+        if let Some((defaults, interface)) = layers {
+            for layer in [defaults, interface].into_iter().flatten() {
                 out = out.overridden_by(layer);
             }
         }
@@ -151,14 +164,18 @@ pub struct FileLimits {
     pub rpc_max_conns_per_client: Option<usize>,
     /// `rpc_handshake_timeout`: e.g. `5s`.
     pub rpc_handshake_timeout: Option<String>,
+    /// `http_max_conns_per_client`: HTTP connections one address may hold.
+    pub http_max_conns_per_client: Option<usize>,
 }
 
 /// The `ports` block.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct FilePorts {
-    /// HTTP API port.
-    pub http: Option<u16>,
+    /// HTTP API port; -1 turns plain HTTP off.
+    pub http: Option<i32>,
+    /// HTTPS API port; -1 (the default) is off.
+    pub https: Option<i32>,
     /// DNS port.
     #[serde(rename = "DNS")]
     pub dns: Option<u16>,

@@ -59,8 +59,10 @@ pub struct AgentConfig {
 /// The ports the agent serves on.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Ports {
-    /// HTTP API.
-    pub http: u16,
+    /// HTTP API (`None`: disabled, `ports.http = -1`).
+    pub http: Option<u16>,
+    /// HTTPS API (`None`: disabled, Consul's default).
+    pub https: Option<u16>,
     /// DNS.
     pub dns: u16,
     /// Server RPC.

@@ -27,6 +27,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// The connection and read limits of the HTTP API (Consul's `limits`).
@@ -70,11 +71,13 @@ const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_millis(10);
 /// (out of file descriptors, say) before accepting again.
 const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Serves `app` on `listener` under `limits`, until the task is dropped.
+/// Serves `app` on `listener` under `limits`, over TLS when `tls` is given
+/// (the HTTPS port), until the task is dropped.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    tls: Option<TlsAcceptor>,
 ) -> Result<(), Infallible> {
     let conns = ClientConns::default();
     let limits = Arc::new(limits);
@@ -90,13 +93,21 @@ pub async fn serve(
         };
         match conns.admit(remote.ip(), limits.max_conns_per_client) {
             Some(guard) => {
-                tokio::spawn(serve_connection(
-                    stream,
-                    remote,
-                    app.clone(),
-                    limits.clone(),
-                    guard,
-                ));
+                let (app, limits, tls) = (app.clone(), limits.clone(), tls.clone());
+                tokio::spawn(async move {
+                    let Some(acceptor) = tls else {
+                        return serve_connection(stream, remote, app, limits, guard).await;
+                    };
+                    // The handshake counts against the header timeout.
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+                        Ok(Ok(tls)) => serve_connection(tls, remote, app, limits, guard).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %remote, error = %e, "HTTPS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(client = %remote, "HTTPS handshake timed out"),
+                    }
+                });
             }
             None => {
                 tracing::debug!(client = %remote.ip(), "too many HTTP connections from one client");
@@ -127,13 +138,15 @@ async fn refuse(mut stream: TcpStream) {
 
 /// One connection: HTTP/1.1 with the header timeout, each request's body
 /// under the body timeout and its peer's address as [`ConnectInfo`].
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     remote: SocketAddr,
     app: Router,
     limits: Arc<HttpLimits>,
     _guard: ConnGuard,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let body_timeout = limits.body_read_timeout;
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req: Request = req.map(|body| Body::new(TimedBody::new(body, body_timeout)));

@@ -24,7 +24,7 @@ async fn start(limits: HttpLimits) -> SocketAddr {
         );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(listener, app, limits));
+    tokio::spawn(serve(listener, app, limits, None));
     addr
 }
 

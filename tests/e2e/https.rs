@@ -1,0 +1,78 @@
+//! The HTTPS API (`ports.https`, `tls.https`), with plain HTTP turned off
+//! (`ports.http = -1`), as curl, py-consul and the Go client reach it.
+
+use crate::cluster_tls::mesh_tls;
+use crate::support::{write_file, Agent};
+use std::path::Path;
+
+fn client(pki: &Path, cert: Option<&str>) -> reqwest::Client {
+    let ca = std::fs::read(pki.join("consul-agent-ca.pem")).unwrap();
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+    if let Some(cert) = cert {
+        let mut pem = std::fs::read(pki.join(format!("{cert}.pem"))).unwrap();
+        pem.extend(std::fs::read(pki.join(format!("{cert}-key.pem"))).unwrap());
+        b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    b.build().unwrap()
+}
+
+#[tokio::test]
+async fn https_with_client_certificates_and_plain_http_off() {
+    let pki = tempfile::tempdir().unwrap();
+    mesh_tls(pki.path(), &["ca", "create"]);
+    mesh_tls(pki.path(), &["cert", "create", "-server", "-dc=dc1"]);
+    mesh_tls(pki.path(), &["cert", "create", "-client", "-dc=dc1"]);
+    let path = |f: &str| pki.path().join(f).display().to_string();
+    let cfg = write_file(
+        pki.path(),
+        "https.hcl",
+        &format!(
+            "ports {{\n  http = -1\n}}\ntls {{\n  defaults {{\n    ca_file = \"{}\"\n    cert_file = \"{}\"\n    key_file = \"{}\"\n  }}\n  https {{\n    verify_incoming = true\n  }}\n}}\n",
+            path("consul-agent-ca.pem"),
+            path("dc1-server-consul-0.pem"),
+            path("dc1-server-consul-0-key.pem"),
+        ),
+    );
+    let mut a = Agent::start(&[
+        "-http-port=-1",
+        "-https-port=0",
+        &format!("-config-file={}", cfg.display()),
+    ]);
+    assert!(a.base.starts_with("https://"), "{}", a.base);
+    // The server's certificate names localhost and 127.0.0.1.
+    let base = a.base.replace("127.0.0.1", "localhost");
+    a.client = client(pki.path(), Some("dc1-client-consul-0"));
+    a.put_ok("/v1/kv/secure", "yes").await;
+    let got = a
+        .client
+        .get(format!("{base}/v1/kv/secure?raw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.text().await.unwrap(), "yes");
+    let me = a.get("/v1/agent/self").await.json();
+    assert_eq!(me["DebugConfig"]["HTTPPort"], -1);
+    assert_eq!(
+        me["DebugConfig"]["HTTPSPort"].as_u64(),
+        Some(u64::from(a.http.port()))
+    );
+
+    // verify_incoming: a client without a certificate is refused.
+    let anonymous = client(pki.path(), None)
+        .get(format!("{}/v1/kv/secure?raw", a.base))
+        .send()
+        .await;
+    assert!(anonymous.is_err(), "no client certificate: {anonymous:?}");
+    // Nor does the port speak plain HTTP.
+    let plain = reqwest::get(format!(
+        "http://127.0.0.1:{}/v1/status/leader",
+        a.http.port()
+    ))
+    .await;
+    assert!(
+        plain.map(|r| !r.status().is_success()).unwrap_or(true),
+        "plain HTTP on the HTTPS port"
+    );
+}
