@@ -7,7 +7,9 @@
 //! round, mesh and etcd run back to back (the order alternates between rounds), each
 //! for --duration seconds or --max-requests requests, whichever comes first.
 //!
-//! Only loopback URLs are accepted.
+//! Only loopback URLs are accepted, http:// or https:// (for https, --cacert names
+//! the CA to trust and --cert/--key the client certificate to present, if any).
+//! --etcd may be left out to drive mesh alone, and --workloads picks the cases.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -58,13 +60,19 @@ struct Args {
     raw: Option<String>,
     /// Server pids, to tell their CPU use from everyone else's.
     pids: Vec<u32>,
+    workloads: Vec<Workload>,
+    /// PEM files for https:// targets: the CA to trust, the client certificate and key.
+    cacert: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: mesh-loadgen --mesh http://127.0.0.1:PORT[,...] --etcd http://127.0.0.1:PORT[,...] \
          [--duration SECS=8] [--max-requests N=200000] [--concurrency 1,64] [--rounds 1] \
-         [--value-size 128] [--warmup 200] [--tsv FILE] [--raw FILE] [--pids MESH_PID,ETCD_PID]"
+         [--value-size 128] [--warmup 200] [--tsv FILE] [--raw FILE] [--pids MESH_PID,ETCD_PID] \
+         [--workloads kv,catalog] [--cacert CA.pem] [--cert CLIENT.pem --key CLIENT-KEY.pem]"
     );
     std::process::exit(2)
 }
@@ -82,6 +90,10 @@ fn parse_args() -> Args {
         tsv: None,
         raw: None,
         pids: Vec::new(),
+        workloads: vec![Workload::Kv, Workload::Catalog],
+        cacert: None,
+        cert: None,
+        key: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -111,17 +123,37 @@ fn parse_args() -> Args {
                     .map(|s| s.trim().parse().unwrap_or_else(|_| usage()))
                     .collect()
             }
+            "workloads" => {
+                a.workloads = val()
+                    .split(',')
+                    .map(|s| match s.trim() {
+                        "kv" => Workload::Kv,
+                        "catalog" => Workload::Catalog,
+                        _ => usage(),
+                    })
+                    .collect()
+            }
+            "cacert" => a.cacert = Some(val()),
+            "cert" => a.cert = Some(val()),
+            "key" => a.key = Some(val()),
             _ => usage(),
         }
     }
-    for url in a.mesh.split(',').chain(a.etcd.split(',')) {
-        let ok = url.starts_with("http://127.") || url.starts_with("http://localhost:");
+    let etcd = a.etcd.split(',').filter(|u| !u.is_empty());
+    for url in a.mesh.split(',').chain(etcd) {
+        let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+        let ok = rest.is_some_and(|r| r.starts_with("127.") || r.starts_with("localhost:"));
         if !ok {
             eprintln!("refusing non-loopback URL {url:?}");
             usage();
         }
     }
-    if a.concurrency.is_empty() || a.concurrency.contains(&0) || a.rounds == 0 {
+    if a.concurrency.is_empty()
+        || a.concurrency.contains(&0)
+        || a.rounds == 0
+        || a.workloads.is_empty()
+        || a.cert.is_some() != a.key.is_some()
+    {
         usage();
     }
     a
@@ -226,15 +258,51 @@ impl CaseResult {
     }
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// The TLS material for https:// targets, read once: the CA to trust (the only root)
+/// and the client identity (certificate and key, PEM).
+#[derive(Clone, Default)]
+struct Tls {
+    ca: Option<reqwest::Certificate>,
+    identity: Option<reqwest::Identity>,
+}
+
+fn read_pem(path: &str) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| {
+        eprintln!("reading {path}: {e}");
+        std::process::exit(2)
+    })
+}
+
+impl Tls {
+    fn load(a: &Args) -> Tls {
+        let ca = a.cacert.as_deref().map(|p| {
+            reqwest::Certificate::from_pem(&read_pem(p)).expect("CA certificate (PEM)")
+        });
+        let identity = a.cert.as_deref().zip(a.key.as_deref()).map(|(c, k)| {
+            let mut pem = read_pem(c);
+            pem.push(b'\n');
+            pem.extend(read_pem(k));
+            reqwest::Identity::from_pem(&pem).expect("client certificate and key (PEM)")
+        });
+        Tls { ca, identity }
+    }
+}
+
+fn client(tls: &Tls) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
         .http1_only()
         .no_proxy()
         .pool_max_idle_per_host(1)
         .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("http client")
+        .timeout(Duration::from_secs(30));
+    if let Some(ca) = &tls.ca {
+        b = b.tls_built_in_root_certs(false).add_root_certificate(ca.clone());
+    }
+    if let Some(id) = &tls.identity {
+        b = b.identity(id.clone());
+    }
+    b.build().expect("http client")
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -247,6 +315,7 @@ async fn run_case(
     duration: Duration,
     max_requests: u64,
     value: Arc<String>,
+    tls: &Tls,
 ) -> CaseResult {
     let issued = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -255,14 +324,14 @@ async fn run_case(
     let mut handles = Vec::with_capacity(conc);
     for worker in 0..conc {
         let (issued, stop, value) = (issued.clone(), stop.clone(), value.clone());
+        // One client per worker: each worker owns one keep-alive connection.
+        let http = client(tls);
         // `base` may list several members (comma-separated): workers are
         // spread over them in turn, as clients of a cluster are.
         let members: Vec<&str> = base.split(',').collect();
         let base = members[worker % members.len()].to_string();
         let prefix = prefix.to_string();
         handles.push(tokio::spawn(async move {
-            // One client per worker: each worker owns one keep-alive connection.
-            let http = client();
             let mut lat: Vec<u32> = Vec::with_capacity(4096);
             let mut per_second: Vec<u64> = vec![0; duration.as_secs() as usize + 2];
             let mut errors = 0u64;
@@ -442,12 +511,17 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() {
     let args = parse_args();
     let value = Arc::new("v".repeat(args.value_size));
+    let tls = Tls::load(&args);
+    let mut systems = vec![(System::Mesh, &args.mesh)];
+    if !args.etcd.is_empty() {
+        systems.push((System::Etcd, &args.etcd));
+    }
 
     let mut warmup_ops: Vec<(System, u64)> = Vec::new();
     // Warm-up: open connections, let both servers settle (leader elected, caches
     // warm). Not measured.
-    for (sys, base) in [(System::Mesh, &args.mesh), (System::Etcd, &args.etcd)] {
-        for wl in [Workload::Kv, Workload::Catalog] {
+    for &(sys, base) in &systems {
+        for &wl in &args.workloads {
             let r = run_case(
                 sys,
                 wl,
@@ -457,6 +531,7 @@ async fn main() {
                 Duration::from_secs(10),
                 args.warmup,
                 value.clone(),
+                &tls,
             )
             .await;
             if r.errors > 0 {
@@ -474,19 +549,14 @@ async fn main() {
 
     let mut results: Vec<CaseResult> = Vec::new();
     let mut failed = false;
-    for wl in [Workload::Kv, Workload::Catalog] {
+    for &wl in &args.workloads {
         for &conc in &args.concurrency {
             for round in 0..args.rounds {
-                let order = if round % 2 == 0 {
-                    [System::Mesh, System::Etcd]
-                } else {
-                    [System::Etcd, System::Mesh]
-                };
-                for sys in order {
-                    let base = match sys {
-                        System::Mesh => &args.mesh,
-                        System::Etcd => &args.etcd,
-                    };
+                let mut order = systems.clone();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                for (sys, base) in order {
                     let prefix = format!("bench/{}/c{conc}/r{round}", wl.name());
                     let before = usage_now(&args.pids);
                     let mut r = run_case(
@@ -498,6 +568,7 @@ async fn main() {
                         args.duration,
                         args.max_requests,
                         value.clone(),
+                        &tls,
                     )
                     .await;
                     r.other_cpu = others(before, usage_now(&args.pids), r.elapsed.as_secs_f64());
@@ -539,7 +610,7 @@ async fn main() {
     let mut tsv = String::from(
         "case\tclients\tmesh_ops\tetcd_ops\tops_ratio\tmesh_p50_ms\tetcd_p50_ms\tp50_ratio\tmesh_p99_ms\tetcd_p99_ms\tp99_ratio\tmesh_errors\tetcd_errors\n",
     );
-    for wl in [Workload::Kv, Workload::Catalog] {
+    for &wl in &args.workloads {
         for &conc in &args.concurrency {
             let pick = |sys: System| -> Vec<&CaseResult> {
                 results
