@@ -1,13 +1,15 @@
 # shellcheck shell=bash
 # Shell code shared by the benchmark scripts (bench/run.sh, bench/proxy/run.sh,
-# bench/l7/run.sh). Sourced, never run: each script sets `set -euo pipefail`, sources
-# this file, then sets LOG_PREFIX (and KEPT_WHAT) and calls what it needs.
+# bench/l7/run.sh, bench/cluster/run.sh and tls.sh). Sourced, never run: each script
+# sets `set -euo pipefail`, sources this file, then sets LOG_PREFIX (and KEPT_WHAT) and
+# calls what it needs.
 #
 # Globals this file defines: ROOT (the repository), PIDS (processes the exit trap
 # stops), DAEMONS (our long-running processes, left out of the "other processes" CPU),
 # HZ, START_SECONDS; set by functions: WORK (make_workdir), MESH (build_mesh), LOADGEN
 # (build_loadgen), SPAWNED (spawn), PKI (make_pki), HAP_A_PID/HAP_B_PID
-# (start_haproxy_pair), RES (results_init).
+# (start_haproxy_pair), RES (results_init), M_* and FIRST (add_mesh_cluster, start_mesh),
+# E_* (etcd_ports, start_etcd).
 # Each script reads some of these; checked alone, this file assigns them unused.
 # shellcheck disable=SC2034
 
@@ -50,8 +52,8 @@ require_tools() {
 }
 
 # build_mesh: unless SKIP_BUILD=1 or MESH_BIN is set, builds the mesh binary (release)
-# in ROOT. Sets MESH to the binary to bench (MESH_BIN or the release build); exits 1 if
-# it is not there.
+# in ROOT. Sets MESH to the binary to bench (MESH_BIN or the release build, as an
+# absolute path); exits 1 if it is not there.
 build_mesh() {
     if [[ "${SKIP_BUILD:-0}" != 1 && -z "${MESH_BIN:-}" ]]; then
         log "building mesh (release); waits for the cargo lock if another build runs"
@@ -59,6 +61,7 @@ build_mesh() {
     fi
     MESH="${MESH_BIN:-$ROOT/target/release/mesh}"
     [[ -x "$MESH" ]] || { log "missing $MESH"; exit 1; }
+    MESH="$(realpath "$MESH")" # absolute: scripts run it from other directories
 }
 
 # build_loadgen DIR BIN: unless SKIP_BUILD=1, builds the load generator in DIR (a cargo
@@ -314,4 +317,99 @@ table_footer() {
     echo "uptime after:  $UPTIME_AFTER"
     echo "$1: $2"
     echo "total wall time: $((SECONDS - START_SECONDS)) s"
+}
+
+# --- three-server clusters (bench/cluster/) ---------------------------------------------
+
+# Mesh servers are numbered from 0; servers 3k, 3k+1 and 3k+2 form cluster k (each joins
+# the next through gossip). Per server: M_HTTP (its API port: HTTPS when M_TLS names a
+# config), M_DNS, M_RPC, M_SERF, M_PID, and M_TLS (a -config-file with a `tls` block, or
+# empty for plain HTTP and RPC). CURL_TLS: curl's flags for https:// members (--cacert,
+# --cert, --key); ignored for http:// ones. FIRST: set by add_mesh_cluster.
+M_HTTP=() M_DNS=() M_RPC=() M_SERF=() M_PID=() M_TLS=()
+CURL_TLS=()
+
+# add_mesh_cluster [TLS_PREFIX]: picks the ports of three more servers and sets FIRST to
+# the first one's number; with TLS_PREFIX, server I is started with
+# -config-file=TLS_PREFIX$I.json and serves HTTPS (no plain HTTP) on its API port.
+add_mesh_cluster() {
+    local p i
+    FIRST=${#M_HTTP[@]}
+    mapfile -t p < <(pick_ports 12)
+    for i in 0 1 2; do
+        M_HTTP+=("${p[i]}") M_DNS+=("${p[i + 3]}") M_RPC+=("${p[i + 6]}") M_SERF+=("${p[i + 9]}")
+        M_PID+=(0) M_TLS+=("${1:+$1$((FIRST + i)).json}")
+    done
+}
+# start_mesh I: starts server I (-bootstrap-expect=3, its own data dir, kept across
+# restarts) and sets M_PID[I].
+start_mesh() {
+    local i=$1 first=$(($1 - $1 % 3)) api
+    if [[ -n "${M_TLS[$i]}" ]]; then
+        api=(-https-port="${M_HTTP[$i]}" -http-port=-1 -config-file="${M_TLS[$i]}")
+    else
+        api=(-http-port="${M_HTTP[$i]}")
+    fi
+    mkdir -p "$WORK/mesh$i"
+    spawn "mesh$i" "$MESH" agent -server -bootstrap-expect=3 -node="m$i" \
+        -data-dir="$WORK/mesh$i" -bind=127.0.0.1 "${api[@]}" \
+        -dns-port="${M_DNS[$i]}" -server-port="${M_RPC[$i]}" -serf-lan-port="${M_SERF[$i]}" \
+        -retry-join="127.0.0.1:${M_SERF[$((first + (i - first + 1) % 3))]}" -retry-interval=200ms
+    M_PID[$i]=$SPAWNED
+}
+mesh_url() { if [[ -n "${M_TLS[$1]}" ]]; then echo "https://127.0.0.1:${M_HTTP[$1]}"; else echo "http://127.0.0.1:${M_HTTP[$1]}"; fi; }
+# mesh_urls FIRST: the API URLs of servers FIRST..FIRST+2, comma-separated.
+mesh_urls() { echo "$(mesh_url "$1"),$(mesh_url $(($1 + 1))),$(mesh_url $(($1 + 2)))"; }
+mesh_leader() { curl "${CURL_TLS[@]}" -fsS --max-time 2 "$(mesh_url "$1")/v1/status/leader" | tr -d '"'; }
+# mesh_healthy [FIRST]: every server of cluster FIRST (default 0) names one leader and
+# autopilot reports all healthy.
+mesh_healthy() {
+    local f=${1:-0} l0
+    l0="$(mesh_leader "$f")" && [[ -n "$l0" ]] &&
+        curl "${CURL_TLS[@]}" -fsS --max-time 2 "$(mesh_url "$f")/v1/operator/autopilot/health" | grep -q '"Healthy":true' &&
+        [[ "$(mesh_leader $((f + 1)))" == "$l0" && "$(mesh_leader $((f + 2)))" == "$l0" ]]
+}
+# mesh_pids FIRST: the PIDs of servers FIRST..FIRST+2, space-separated.
+mesh_pids() { echo "${M_PID[$1]} ${M_PID[$(($1 + 1))]} ${M_PID[$(($1 + 2))]}"; }
+
+# One three-member etcd cluster (static --initial-cluster). E_CLIENT, E_PEER, E_PID per
+# member. ETCD_PKI: unset, plain http; set, a directory of `mesh tls` certificates
+# (consul-agent-ca.pem, dc1-server-consul-I.pem and -key.pem for member I) and etcd runs
+# with client and peer TLS, both requiring a certificate from that CA, https:// everywhere.
+E_CLIENT=() E_PEER=() E_PID=(0 0 0)
+# etcd_ports: picks the six ports.
+etcd_ports() {
+    local q
+    mapfile -t q < <(pick_ports 6)
+    E_CLIENT=("${q[0]}" "${q[1]}" "${q[2]}") E_PEER=("${q[3]}" "${q[4]}" "${q[5]}")
+}
+etcd_scheme() { if [[ -n "${ETCD_PKI:-}" ]]; then echo https; else echo http; fi; }
+# start_etcd I STATE: starts member I with --initial-cluster-state STATE (new or existing).
+start_etcd() {
+    local i=$1 s tls=() cluster
+    s="$(etcd_scheme)"
+    local url="$s://127.0.0.1:${E_CLIENT[$i]}" peer="$s://127.0.0.1:${E_PEER[$i]}"
+    cluster="e0=$s://127.0.0.1:${E_PEER[0]},e1=$s://127.0.0.1:${E_PEER[1]},e2=$s://127.0.0.1:${E_PEER[2]}"
+    if [[ -n "${ETCD_PKI:-}" ]]; then
+        local crt="$ETCD_PKI/dc1-server-consul-$i.pem" key="$ETCD_PKI/dc1-server-consul-$i-key.pem" ca="$ETCD_PKI/consul-agent-ca.pem"
+        tls=(--cert-file "$crt" --key-file "$key" --trusted-ca-file "$ca" --client-cert-auth
+            --peer-cert-file "$crt" --peer-key-file "$key" --peer-trusted-ca-file "$ca" --peer-client-cert-auth)
+    fi
+    spawn "etcd$i" etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+        --listen-client-urls "$url" --advertise-client-urls "$url" \
+        --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+        --initial-cluster "$cluster" --initial-cluster-state "$2" --log-level warn "${tls[@]}"
+    E_PID[$i]=$SPAWNED
+}
+etcd_url() { echo "$(etcd_scheme)://127.0.0.1:${E_CLIENT[$1]}"; }
+etcd_urls() { echo "$(etcd_url 0),$(etcd_url 1),$(etcd_url 2)"; }
+etcd_status() { curl "${CURL_TLS[@]}" -fsS --max-time 2 -X POST -d '{}' "$(etcd_url "$1")/v3/maintenance/status"; }
+etcd_is_leader() { # etcd_is_leader I: its member id equals the leader it reports
+    local s
+    s="$(etcd_status "$1")" || return 1
+    python3 -c 'import json,sys; s=json.loads(sys.argv[1]); sys.exit(0 if s["header"]["member_id"] == s["leader"] else 1)' "$s"
+}
+etcd_healthy() {
+    local i
+    for i in 0 1 2; do curl "${CURL_TLS[@]}" -fsS --max-time 2 "$(etcd_url "$i")/health" | grep -q '"health":"true"' || return 1; done
 }

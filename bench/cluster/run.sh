@@ -35,67 +35,19 @@ build_loadgen "$BENCH_DIR/loadgen" mesh-loadgen
 make_workdir mesh-cluster-bench
 on_failure() { tail_logs; }
 
-# --- mesh: three servers ---------------------------------------------------------------
-mapfile -t P < <(pick_ports 12)
-M_HTTP=("${P[0]}" "${P[1]}" "${P[2]}")
-M_DNS=("${P[3]}" "${P[4]}" "${P[5]}")
-M_RPC=("${P[6]}" "${P[7]}" "${P[8]}")
-M_SERF=("${P[9]}" "${P[10]}" "${P[11]}")
-M_PID=(0 0 0)
-start_mesh() { # start_mesh I
-    local i=$1
-    mkdir -p "$WORK/mesh$i"
-    spawn "mesh$i" "$MESH" agent -server -bootstrap-expect=3 -node="m$i" \
-        -data-dir="$WORK/mesh$i" -bind=127.0.0.1 -http-port="${M_HTTP[$i]}" \
-        -dns-port="${M_DNS[$i]}" -server-port="${M_RPC[$i]}" -serf-lan-port="${M_SERF[$i]}" \
-        -retry-join="127.0.0.1:${M_SERF[$(((i + 1) % 3))]}" -retry-interval=200ms
-    M_PID[$i]=$SPAWNED
-}
-mesh_url() { echo "http://127.0.0.1:${M_HTTP[$1]}"; }
-mesh_leader() { curl -fsS --max-time 2 "$(mesh_url "$1")/v1/status/leader" | tr -d '"'; }
-mesh_healthy() { # every live server names one leader and autopilot reports all healthy
-    local l0
-    l0="$(mesh_leader 0)" && [[ -n "$l0" ]] &&
-        curl -fsS --max-time 2 "$(mesh_url 0)/v1/operator/autopilot/health" | grep -q '"Healthy":true' &&
-        [[ "$(mesh_leader 1)" == "$l0" && "$(mesh_leader 2)" == "$l0" ]]
-}
+# --- mesh: three servers; etcd: three members (lib.sh) ---------------------------------
+add_mesh_cluster
 for i in 0 1 2; do start_mesh "$i"; done
-
-# --- etcd: three members -----------------------------------------------------------------
-mapfile -t Q < <(pick_ports 6)
-E_CLIENT=("${Q[0]}" "${Q[1]}" "${Q[2]}")
-E_PEER=("${Q[3]}" "${Q[4]}" "${Q[5]}")
-E_PID=(0 0 0)
-CLUSTER="e0=http://127.0.0.1:${E_PEER[0]},e1=http://127.0.0.1:${E_PEER[1]},e2=http://127.0.0.1:${E_PEER[2]}"
-start_etcd() { # start_etcd I STATE
-    local i=$1 url="http://127.0.0.1:${E_CLIENT[$1]}" peer="http://127.0.0.1:${E_PEER[$1]}"
-    spawn "etcd$i" etcd --name "e$i" --data-dir "$WORK/etcd$i" \
-        --listen-client-urls "$url" --advertise-client-urls "$url" \
-        --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
-        --initial-cluster "$CLUSTER" --initial-cluster-state "$2" --log-level warn
-    E_PID[$i]=$SPAWNED
-}
-etcd_url() { echo "http://127.0.0.1:${E_CLIENT[$1]}"; }
-etcd_status() { curl -fsS --max-time 2 -X POST -d '{}' "$(etcd_url "$1")/v3/maintenance/status"; }
-etcd_is_leader() { # etcd_is_leader I: its member id equals the leader it reports
-    local s
-    s="$(etcd_status "$1")" || return 1
-    python3 -c 'import json,sys; s=json.loads(sys.argv[1]); sys.exit(0 if s["header"]["member_id"] == s["leader"] else 1)' "$s"
-}
-etcd_healthy() {
-    local i
-    for i in 0 1 2; do curl -fsS --max-time 2 "$(etcd_url "$i")/health" | grep -q '"health":"true"' || return 1; done
-}
+etcd_ports
 for i in 0 1 2; do start_etcd "$i" new; done
 
-wait_for 60 "three mesh servers with one leader, all healthy" "${M_PID[*]}" mesh_healthy
+wait_for 60 "three mesh servers with one leader, all healthy" "$(mesh_pids 0)" mesh_healthy
 wait_for 60 "three healthy etcd members" "${E_PID[*]}" etcd_healthy
 log "mesh $(git_rev) on $(mesh_url 0),$(mesh_url 1),$(mesh_url 2); etcd $(etcd --version | head -n1 | awk '{print $3}') on $(etcd_url 0),..."
 
 # --- 1. throughput ------------------------------------------------------------------------
 log "throughput: $CONCURRENCY clients spread over the three members, ${DURATION}s per case, $ROUNDS round(s); $(noise)"
-"$LOADGEN" --mesh "$(mesh_url 0),$(mesh_url 1),$(mesh_url 2)" \
-    --etcd "$(etcd_url 0),$(etcd_url 1),$(etcd_url 2)" \
+"$LOADGEN" --mesh "$(mesh_urls 0)" --etcd "$(etcd_urls)" \
     --duration "$DURATION" --rounds "$ROUNDS" --concurrency "$CONCURRENCY" \
     --pids "${M_PID[0]},${M_PID[1]},${M_PID[2]},${E_PID[0]},${E_PID[1]},${E_PID[2]}"
 
