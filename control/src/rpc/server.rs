@@ -192,9 +192,12 @@ pub fn permitted(role: Role, req: &Request) -> Result<(), String> {
 }
 
 /// Whether `uri` names one of the agent's own endpoints, however its path
-/// is spelled (percent-escapes, repeated slashes, case).
+/// is spelled (percent-escapes, repeated slashes, case, or an absolute
+/// `http://host/...` form, whose path is what the router matches).
 fn is_agent_path(uri: &str) -> bool {
-    let path = uri.split(['?', '#']).next().unwrap_or_default();
+    let parsed = uri.parse::<axum::http::Uri>().ok();
+    let path = parsed.as_ref().map_or(uri, |u| u.path());
+    let path = path.split(['?', '#']).next().unwrap_or_default();
     let mut decoded = Vec::with_capacity(path.len());
     let bytes = path.as_bytes();
     let mut i = 0;
@@ -350,5 +353,25 @@ mod tests {
         }
         assert!(!is_agent_path("/v1/agents"), "another word");
         assert!(!is_agent_path("/v1/kv/v1/agent"));
+    }
+
+    /// The router matches the path of the parsed URI, so an absolute-form
+    /// URI (`http://host/v1/agent/...`) used to reach a server's own agent
+    /// endpoints; the `rpc_request` fuzz target checks this too.
+    #[test]
+    fn an_absolute_form_uri_is_judged_by_the_path_the_router_sees() {
+        for uri in [
+            "http://x/v1/agent/self",
+            "https://127.0.0.1:8500/v1/agent/connect/ca/leaf/db?x=1",
+            "http://x//v1/%61gent/services",
+        ] {
+            let why = permitted(Role::Client, &http(uri)).unwrap_err();
+            assert!(why.contains("client agent may not"), "{uri}: {why}");
+        }
+        assert_eq!(
+            permitted(Role::Client, &http("http://x/v1/catalog/nodes")),
+            Ok(())
+        );
+        assert!(!is_agent_path("/v1/kv/http://x/v1/agent/self"), "a key");
     }
 }
