@@ -20,14 +20,13 @@ use crate::server::leader::LeaderDuties;
 use crate::server::membership::{ClusterMember, MemberStatus};
 use crate::server::SessionTimers;
 use crate::state::Store;
-use crate::tls::{RpcTls, TlsConfig};
+use crate::tls::{HttpsTls, RpcTls, TlsConfig};
 use mesh_dns::transport::TcpLimits;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 /// Everything an agent needs to start.
 #[derive(Debug, Clone)]
@@ -153,7 +152,7 @@ async fn bind_dns(
 /// An API listener: HTTP, or HTTPS with its acceptor.
 struct ApiListener {
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<HttpsTls>>,
 }
 
 /// The listeners every agent serves on, bound before anything starts.
@@ -161,6 +160,7 @@ struct Bound {
     api: Vec<ApiListener>,
     http_addr: Option<SocketAddr>,
     https_addr: Option<SocketAddr>,
+    https_tls: Option<Arc<HttpsTls>>,
     dns_udp: tokio::net::UdpSocket,
     dns_tcp: TcpListener,
     dns_addr: SocketAddr,
@@ -179,11 +179,12 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
             tls: None,
         });
     }
-    let mut https_addr = None;
+    let (mut https_addr, mut https_tls) = (None, None);
     if let Some(addr) = cfg.https_addr {
-        let tls = crate::tls::https_acceptor(&cfg.https_tls)?;
+        let tls = Arc::new(HttpsTls::build(&cfg.https_tls)?);
         let listener = bind_api("HTTPS", addr).await?;
         https_addr = Some(listener.local_addr().map_err(|e| e.to_string())?);
+        https_tls = Some(tls.clone());
         api.push(ApiListener {
             listener,
             tls: Some(tls),
@@ -201,6 +202,7 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
         api,
         http_addr,
         https_addr,
+        https_tls,
         dns_udp,
         dns_tcp,
         dns_addr,
@@ -223,6 +225,7 @@ async fn launch_server(
     bound: Bound,
     auth: RpcAuth,
 ) -> Result<Running, String> {
+    let auth_tls = auth.tls.clone();
     let rpc = TcpListener::bind(cfg.rpc_addr)
         .await
         .map_err(|e| format!("server RPC listener on {}: {e}", cfg.rpc_addr))?;
@@ -269,6 +272,7 @@ async fn launch_server(
         }
     }));
     let agent = state.agent.clone();
+    read_certificates_on_reload(&agent, auth_tls.clone(), bound.https_tls.clone());
     let app = router(state);
     let dns = Arc::new(DnsServer::new(
         dns_config(&cfg)?,
@@ -340,10 +344,12 @@ async fn launch_client(
     bound: Bound,
     auth: RpcAuth,
 ) -> Result<Running, String> {
+    let auth_tls = auth.tls.clone();
     let lan = start_lan(&mut cfg, None, &auth.keys).await?;
     let link = ServerLink::new(server_addresses(&lan), auth);
     let state = api_state(&cfg, Role::Client(link.clone()), lan.clone());
     let agent = state.agent.clone();
+    read_certificates_on_reload(&agent, auth_tls.clone(), bound.https_tls.clone());
     let app = client_router(state);
     let limits = TcpLimits::from(&dns_config(&cfg)?);
     let forwarded = Arc::new(ForwardedDns::new(link.clone()));
@@ -478,6 +484,31 @@ fn dns_config(cfg: &LaunchConfig) -> Result<DnsConfig, String> {
         .validate()
         .map_err(|e| format!("DNS config: {e}"))?;
     Ok(dns_config)
+}
+
+/// Has the agent's reloads (`mesh reload`, SIGHUP) read the RPC and HTTPS
+/// certificates again.
+fn read_certificates_on_reload(
+    agent: &Agent,
+    rpc: Option<Arc<RpcTls>>,
+    https: Option<Arc<HttpsTls>>,
+) {
+    if rpc.is_none() && https.is_none() {
+        return;
+    }
+    agent.on_reload(Box::new(move || {
+        if let Some(rpc) = &rpc {
+            rpc.reload()
+                .map_err(|e| format!("reloading RPC TLS: {e}"))?;
+        }
+        if let Some(https) = &https {
+            https
+                .reload()
+                .map_err(|e| format!("reloading HTTPS TLS: {e}"))?;
+        }
+        tracing::info!("TLS certificates read again");
+        Ok(())
+    }));
 }
 
 /// Binds an API listener, naming it in the error.

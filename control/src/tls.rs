@@ -11,6 +11,7 @@
 //!   asking for what only servers may ask must present such a certificate
 //!   itself (so a client agent's certificate cannot make it a server).
 
+use arc_swap::ArcSwap;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -65,20 +66,26 @@ impl TlsConfig {
 }
 
 /// The RPC port's TLS, built from a [`TlsConfig`]: what a server accepts
-/// and how this agent dials.
+/// and how this agent dials. [`RpcTls::reload`] reads the files again;
+/// connections already open keep the certificates they were opened with.
 pub struct RpcTls {
+    cfg: TlsConfig,
+    live: ArcSwap<Endpoints>,
+    server_name: ServerName<'static>,
+}
+
+/// The acceptor and connector built from the files as last read.
+struct Endpoints {
     acceptor: Option<TlsAcceptor>,
     connector: Option<TlsConnector>,
-    server_name: ServerName<'static>,
-    verify_incoming: bool,
-    verify_server_hostname: bool,
 }
 
 impl std::fmt::Debug for RpcTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let live = self.live.load();
         f.debug_struct("RpcTls")
-            .field("accepts", &self.acceptor.is_some())
-            .field("dials", &self.connector.is_some())
+            .field("accepts", &live.acceptor.is_some())
+            .field("dials", &live.connector.is_some())
             .field("server_name", &self.server_name)
             .finish()
     }
@@ -96,76 +103,46 @@ impl RpcTls {
             return Ok(None);
         }
         cfg.validate()?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = Arc::new(load_roots(cfg)?);
         let name = format!("server.{datacenter}.{}", domain.trim_end_matches('.'));
         let server_name = ServerName::try_from(name.clone())
             .map_err(|e| format!("tls: {name:?} is not a DNS name: {e}"))?;
-        let identity = match (&cfg.cert_file, &cfg.key_file) {
-            (Some(cert), Some(key)) => Some((load_certs(cert)?, load_key(key)?)),
-            _ => None,
-        };
-        let acceptor = match &identity {
-            Some((certs, key)) => Some(TlsAcceptor::from(Arc::new(server_config(
-                cfg, &roots, certs, key, &provider,
-            )?))),
-            None => None,
-        };
-        let connector = if cfg.verify_outgoing {
-            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                roots.clone(),
-                provider.clone(),
-            )
-            .build()
-            .map_err(|e| format!("tls: server verifier: {e}"))?;
-            let verifier = Arc::new(ServerVerifier {
-                inner,
-                check_name: cfg.verify_server_hostname,
-            });
-            let builder = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("tls: {e}"))?
-                .dangerous()
-                .with_custom_certificate_verifier(verifier);
-            let config = match identity {
-                Some((certs, key)) => builder
-                    .with_client_auth_cert(certs, key)
-                    .map_err(|e| format!("tls: cert_file and key_file: {e}"))?,
-                None => builder.with_no_client_auth(),
-            };
-            Some(TlsConnector::from(Arc::new(config)))
-        } else {
-            None
-        };
         Ok(Some(RpcTls {
-            acceptor,
-            connector,
+            live: ArcSwap::from_pointee(endpoints(cfg)?),
+            cfg: cfg.clone(),
             server_name,
-            verify_incoming: cfg.verify_incoming,
-            verify_server_hostname: cfg.verify_server_hostname,
         }))
     }
 
+    /// Reads the certificate, key and CA files again (`mesh reload`,
+    /// SIGHUP); on an error the certificates in use stay.
+    pub fn reload(&self) -> Result<(), String> {
+        self.live.store(Arc::new(endpoints(&self.cfg)?));
+        Ok(())
+    }
+
     /// What a server accepts TLS with, if it has a certificate.
-    pub fn acceptor(&self) -> Option<&TlsAcceptor> {
-        self.acceptor.as_ref()
+    pub fn acceptor(&self) -> Option<TlsAcceptor> {
+        self.live.load().acceptor.clone()
     }
 
     /// How this agent dials servers, with the name it expects, when
     /// `verify_outgoing` is set.
-    pub fn connector(&self) -> Option<(&TlsConnector, ServerName<'static>)> {
-        Some((self.connector.as_ref()?, self.server_name.clone()))
+    pub fn connector(&self) -> Option<(TlsConnector, ServerName<'static>)> {
+        Some((
+            self.live.load().connector.clone()?,
+            self.server_name.clone(),
+        ))
     }
 
     /// Whether a server refuses callers that do not speak TLS.
     pub fn verify_incoming(&self) -> bool {
-        self.verify_incoming
+        self.cfg.verify_incoming
     }
 
     /// Whether a caller may ask what only servers may ask, given the
     /// certificate it presented (`None`: no TLS or no certificate).
     pub fn may_act_as_server(&self, peer: Option<&CertificateDer<'_>>) -> Result<(), String> {
-        if !self.verify_server_hostname {
+        if !self.cfg.verify_server_hostname {
             return Ok(());
         }
         let Some(cert) = peer else {
@@ -185,10 +162,82 @@ impl RpcTls {
     }
 }
 
+/// The RPC port's acceptor and connector from the files `cfg` names.
+fn endpoints(cfg: &TlsConfig) -> Result<Endpoints, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = Arc::new(load_roots(cfg)?);
+    let identity = match (&cfg.cert_file, &cfg.key_file) {
+        (Some(cert), Some(key)) => Some((load_certs(cert)?, load_key(key)?)),
+        _ => None,
+    };
+    let acceptor = match &identity {
+        Some((certs, key)) => Some(TlsAcceptor::from(Arc::new(server_config(
+            cfg, &roots, certs, key, &provider,
+        )?))),
+        None => None,
+    };
+    if !cfg.verify_outgoing {
+        return Ok(Endpoints {
+            acceptor,
+            connector: None,
+        });
+    }
+    let inner =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| format!("tls: server verifier: {e}"))?;
+    let verifier = Arc::new(ServerVerifier {
+        inner,
+        check_name: cfg.verify_server_hostname,
+    });
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let config = match identity {
+        Some((certs, key)) => builder
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| format!("tls: cert_file and key_file: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Endpoints {
+        acceptor,
+        connector: Some(TlsConnector::from(Arc::new(config))),
+    })
+}
+
+/// The HTTPS API's acceptor (`tls.https`), read again on reload.
+pub struct HttpsTls {
+    cfg: TlsConfig,
+    live: ArcSwap<TlsAcceptor>,
+}
+
+impl HttpsTls {
+    /// Reads the files `cfg` names; errors name the file.
+    pub fn build(cfg: &TlsConfig) -> Result<HttpsTls, String> {
+        Ok(HttpsTls {
+            live: ArcSwap::from_pointee(https_acceptor(cfg)?),
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Reads the files again; on an error the certificate in use stays.
+    pub fn reload(&self) -> Result<(), String> {
+        self.live.store(Arc::new(https_acceptor(&self.cfg)?));
+        Ok(())
+    }
+
+    /// The acceptor for a new connection.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        (**self.live.load()).clone()
+    }
+}
+
 /// The HTTPS API's acceptor (`tls.https`): `cert_file` and `key_file`
 /// required; with `verify_incoming`, clients must present a certificate
 /// from the CA.
-pub fn https_acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
+fn https_acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
     let (Some(cert), Some(key)) = (&cfg.cert_file, &cfg.key_file) else {
         return Err("tls: the HTTPS port needs cert_file and key_file".into());
     };

@@ -76,3 +76,61 @@ async fn https_with_client_certificates_and_plain_http_off() {
         "plain HTTP on the HTTPS port"
     );
 }
+
+#[tokio::test]
+async fn a_reload_reads_new_certificates_and_keeps_open_connections() {
+    let (old, new, live) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    for pki in [&old, &new] {
+        mesh_tls(pki.path(), &["ca", "create"]);
+        mesh_tls(pki.path(), &["cert", "create", "-server", "-dc=dc1"]);
+    }
+    let install = |from: &Path| {
+        for f in ["dc1-server-consul-0.pem", "dc1-server-consul-0-key.pem"] {
+            std::fs::copy(from.join(f), live.path().join(f)).unwrap();
+        }
+    };
+    install(old.path());
+    let path = |f: &str| live.path().join(f).display().to_string();
+    let cfg = write_file(
+        live.path(),
+        "https.json",
+        &format!(
+            r#"{{"tls": {{"https": {{"cert_file": "{}", "key_file": "{}"}}}}}}"#,
+            path("dc1-server-consul-0.pem"),
+            path("dc1-server-consul-0-key.pem"),
+        ),
+    );
+    let a = Agent::start(&[
+        "-http-port=-1",
+        "-https-port=0",
+        &format!("-config-file={}", cfg.display()),
+    ]);
+    let leader = format!("{}/v1/status/leader", a.base);
+    let trusting_old = client(old.path(), None);
+    let ok = |r: reqwest::Result<reqwest::Response>| r.is_ok_and(|r| r.status().is_success());
+    assert!(
+        ok(trusting_old.get(&leader).send().await),
+        "the old certificate"
+    );
+
+    install(new.path());
+    a.signal("HUP");
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "the new certificate served",
+        || async { ok(client(new.path(), None).get(&leader).send().await).then_some(()) },
+    )
+    .await;
+    assert!(
+        !ok(client(old.path(), None).get(&leader).send().await),
+        "a new connection no longer gets the old certificate"
+    );
+    assert!(
+        ok(trusting_old.get(&leader).send().await),
+        "the connection opened before the reload still works"
+    );
+}

@@ -94,9 +94,14 @@ pub struct Agent {
     runners: Mutex<HashMap<String, JoinHandle<()>>>,
     sync_lock: tokio::sync::Mutex<()>,
     reload_lock: tokio::sync::Mutex<()>,
+    reload_hooks: Mutex<Vec<ReloadHook>>,
     me: Weak<Agent>,
     leave: tokio::sync::watch::Sender<bool>,
 }
+
+/// What else a reload reads again (the agent's TLS certificates); an
+/// error keeps what was in use.
+pub type ReloadHook = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// The ID of the node maintenance check.
 pub const NODE_MAINTENANCE_CHECK: &str = "_node_maintenance";
@@ -119,6 +124,7 @@ impl Agent {
             runners: Mutex::new(HashMap::new()),
             sync_lock: tokio::sync::Mutex::new(()),
             reload_lock: tokio::sync::Mutex::new(()),
+            reload_hooks: Mutex::default(),
             me: me.clone(),
             leave,
         })
@@ -156,6 +162,10 @@ impl Agent {
     /// The agent's settings.
     pub fn config(&self) -> &AgentConfig {
         &self.config
+    }
+
+    fn hooks(&self) -> MutexGuard<'_, Vec<ReloadHook>> {
+        self.reload_hooks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Local state; hold the guard briefly and never across `.await`.
@@ -607,10 +617,24 @@ impl Agent {
         self.sync_changes().await.map_err(Self::sync_error)
     }
 
+    /// Has every later [`Agent::reload`] run `hook` too.
+    pub fn on_reload(&self, hook: ReloadHook) {
+        self.hooks().push(hook);
+    }
+
     /// Re-reads the config files: services and checks they added, changed or
-    /// removed take effect. A broken file changes nothing.
+    /// removed take effect. A broken file changes nothing. Then the reload
+    /// hooks run (certificates are read again).
     pub async fn reload(&self) -> Result<(), String> {
         let _one = self.reload_lock.lock().await;
+        self.reload_files().await?;
+        for hook in self.hooks().iter() {
+            hook()?;
+        }
+        Ok(())
+    }
+
+    async fn reload_files(&self) -> Result<(), String> {
         let loaded = config_file::load_paths(&self.config.config_paths)?;
         let (old_services, old_checks): (Vec<String>, Vec<String>) = {
             let local = self.local();

@@ -12,6 +12,7 @@
 //! most [`HttpLimits::body_read_timeout`]. Nothing times out while a handler
 //! works, so blocking queries park for their full `wait`.
 
+use crate::tls::HttpsTls;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request};
 use axum::{BoxError, Router};
@@ -27,7 +28,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// The connection and read limits of the HTTP API (Consul's `limits`).
@@ -77,7 +77,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<HttpsTls>>,
 ) -> Result<(), Infallible> {
     let conns = ClientConns::default();
     let limits = Arc::new(limits);
@@ -95,11 +95,11 @@ pub async fn serve(
             Some(guard) => {
                 let (app, limits, tls) = (app.clone(), limits.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let Some(acceptor) = tls else {
+                    let Some(tls) = tls else {
                         return serve_connection(stream, remote, app, limits, guard).await;
                     };
                     // The handshake counts against the header timeout.
-                    let handshake = acceptor.accept(stream);
+                    let handshake = tls.acceptor().accept(stream);
                     match tokio::time::timeout(limits.header_read_timeout, handshake).await {
                         Ok(Ok(tls)) => serve_connection(tls, remote, app, limits, guard).await,
                         Ok(Err(e)) => {
