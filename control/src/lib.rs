@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod cluster;
 pub mod config_entry;
+mod conn_limit;
 pub mod discovery_chain;
 pub mod dns;
 pub mod http;

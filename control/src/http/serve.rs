@@ -12,18 +12,18 @@
 //! most [`HttpLimits::body_read_timeout`]. Nothing times out while a handler
 //! works, so blocking queries park for their full `wait`.
 
+use crate::conn_limit::{ClientConns, ConnGuard};
 use crate::tls::HttpsTls;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request};
 use axum::{BoxError, Router};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -160,54 +160,6 @@ async fn serve_connection<S>(
         .await;
     if let Err(e) = served {
         tracing::trace!(client = %remote, error = %e, "HTTP connection ended");
-    }
-}
-
-// === impl ClientConns ===
-
-/// Open connections per client IP.
-#[derive(Clone, Default)]
-struct ClientConns(Arc<Mutex<HashMap<IpAddr, usize>>>);
-
-/// One admitted connection; counted until dropped.
-struct ConnGuard {
-    conns: ClientConns,
-    ip: IpAddr,
-}
-
-impl ClientConns {
-    /// Counts a connection from `ip`, unless it already has `max` open
-    /// (0: no limit). An IPv4 client counts the same over IPv6.
-    fn admit(&self, ip: IpAddr, max: usize) -> Option<ConnGuard> {
-        let ip = ip.to_canonical();
-        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = open.entry(ip).or_insert(0);
-        if max != 0 && *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(ConnGuard {
-            conns: self.clone(),
-            ip,
-        })
-    }
-
-    #[cfg(test)]
-    fn open(&self, ip: IpAddr) -> usize {
-        let open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        open.get(&ip).copied().unwrap_or(0)
-    }
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        let mut open = self.conns.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
     }
 }
 

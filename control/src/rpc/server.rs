@@ -13,14 +13,13 @@ use super::handshake::{self, Role, RpcAuth};
 use super::wire::{WireError, MAX_FRAME};
 use super::{HttpExchange, NodeRecord, Request, Response};
 use crate::agent::proxy_view;
+use crate::conn_limit::{ClientConns, ConnGuard};
 use crate::raft::{Command, RaftNode};
 use crate::server::ca::CaManager;
 use axum::body::Body;
 use axum::Router;
 use mesh_dns::DnsServer;
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
@@ -67,51 +66,14 @@ impl Default for RpcLimits {
     }
 }
 
-/// Connections held per address.
-#[derive(Clone, Default)]
-struct Counts(Arc<Mutex<HashMap<IpAddr, usize>>>);
-
-/// One counted connection; released when dropped.
-struct Slot {
-    counts: Counts,
-    ip: IpAddr,
-}
-
-impl Counts {
-    fn take(&self, ip: IpAddr, max: usize) -> Option<Slot> {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = counts.entry(ip).or_default();
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(Slot {
-            counts: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut counts = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = counts.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Accepts connections until the task is dropped.
 pub async fn serve(listener: TcpListener, handlers: RpcHandlers) {
-    let counts = Counts::default();
+    let counts = ClientConns::default();
     let mut last_warning: Option<Instant> = None;
     loop {
         match listener.accept().await {
             Ok((conn, peer)) => {
-                let Some(slot) = counts.take(peer.ip(), handlers.limits.max_conns_per_client)
+                let Some(slot) = counts.admit(peer.ip(), handlers.limits.max_conns_per_client)
                 else {
                     if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                         last_warning = Some(Instant::now());
@@ -138,7 +100,11 @@ pub async fn serve(listener: TcpListener, handlers: RpcHandlers) {
     }
 }
 
-async fn handle(stream: TcpStream, slot: Slot, handlers: &RpcHandlers) -> Result<(), WireError> {
+async fn handle(
+    stream: TcpStream,
+    slot: ConnGuard,
+    handlers: &RpcHandlers,
+) -> Result<(), WireError> {
     let _ = stream.set_nodelay(true);
     let limit = handlers.limits.handshake_timeout;
     let (mut conn, role) = tokio::time::timeout(limit, handshake::accept(stream, &handlers.auth))
