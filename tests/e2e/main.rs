@@ -5,6 +5,7 @@ mod blocking;
 mod ca;
 mod catalog;
 mod cli;
+mod cli_tls;
 mod client_connect;
 mod cluster;
 mod cluster_tls;
