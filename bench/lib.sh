@@ -220,6 +220,10 @@ git_rev() {
     echo "$rev"
 }
 
+# mesh_rev: what to call the mesh binary: MESH_REV if set (a binary built elsewhere, see
+# README), else git_rev.
+mesh_rev() { echo "${MESH_REV:-$(git_rev)}"; }
+
 # --- mTLS peers -------------------------------------------------------------------------
 
 # make_pki DNS_NAME SERVICE: in PKI=$WORK/pki, a private CA (ca.pem) and two ECDSA P-256

@@ -10,7 +10,8 @@
 #   DURATION=2 ROUNDS=1 bash bench/cluster/tls.sh    # quick look (smoke), ~1 minute plus builds
 #
 # Knobs: DURATION (s per system per round, default 8), ROUNDS (default 2), CONCURRENCY
-# (clients, default 64), SKIP_INSTALL=1, SKIP_BUILD=1, MESH_BIN=/path/to/mesh, KEEP_DATA=1.
+# (clients, default 64), SKIP_INSTALL=1, SKIP_BUILD=1, MESH_BIN=/path/to/mesh, MESH_REV=label
+# (what to call that binary), KEEP_DATA=1.
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -66,7 +67,7 @@ wait_for 60 "three healthy etcd members (TLS)" "${E_PID[*]}" etcd_healthy
 MESH_HS="$(tls_of "${M_HTTP[$TLS]}" "$CLIENT_CRT" "$CLIENT_KEY" "$CA")"
 ETCD_HS="$(tls_of "${E_CLIENT[0]}" "$CLIENT_CRT" "$CLIENT_KEY" "$CA")"
 ETCD_VERSION="$(etcd --version | head -n1 | awk '{print $3}')"
-log "mesh $(git_rev): plain $(mesh_urls "$PLAIN"), TLS $(mesh_urls "$TLS") ($MESH_HS); etcd $ETCD_VERSION $(etcd_urls) ($ETCD_HS)"
+log "mesh $(mesh_rev): plain $(mesh_urls "$PLAIN"), TLS $(mesh_urls "$TLS") ($MESH_HS); etcd $ETCD_VERSION $(etcd_urls) ($ETCD_HS)"
 
 # --- throughput: per round, mesh-TLS and etcd-TLS back to back, then mesh plain (the order
 # of the two loadgen runs alternates between rounds) ---------------------------------------
@@ -129,5 +130,5 @@ done
 echo
 echo "Medians of $ROUNDS round(s) of ${DURATION}s per system. ops/s ratio > 1: mesh-TLS is faster; latency ratio > 1: mesh-TLS is slower."
 echo "TLS: mesh HTTPS $MESH_HS; etcd $ETCD_VERSION $ETCD_HS; client certificates required by both, mTLS between servers/peers."
-echo "Machine: $(cpu_desc). mesh $(git_rev)."
+echo "Machine: $(cpu_desc). mesh $(mesh_rev)."
 table_footer "other processes during the load" "$BUSY"
