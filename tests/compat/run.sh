@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compatibility suite: drives a real mesh agent with real clients (curl, dig,
-# py-consul under pytest, the Connect walk-through with socat and nc, and
-# Prometheus scraping mesh's metrics), and partitions a three-server cluster
+# py-consul under pytest, the Connect walk-through with socat and nc,
+# Prometheus scraping mesh's metrics, and curl and py-consul over HTTPS with
+# client certificates), and partitions a three-server cluster
 # with network namespaces.
 #
 #   tests/compat/run.sh [path/to/mesh]     (default: target/debug/mesh)
@@ -185,6 +186,9 @@ bash "$HERE/walkthrough.sh" "$MESH" || failed=1
 
 echo "compat: Prometheus discovers and scrapes mesh's metrics"
 bash "$HERE/prometheus.sh" "$MESH" || failed=1
+
+echo "compat: the HTTPS API with client certificates: curl, the mesh CLI and py-consul"
+bash "$HERE/https.sh" "$MESH" || failed=1
 
 echo "compat: a network partition between three servers in network namespaces"
 bash "$HERE/partition.sh" "$MESH" || failed=1
