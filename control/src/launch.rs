@@ -309,6 +309,23 @@ async fn launch_server(
             .await
             .map_err(|e| format!("initializing the CA: {e}"))?;
         agent.begin().await?;
+        // Ready once the leader has put this node's serfHealth in the
+        // catalog: a session created right after start needs it.
+        let me = cfg.agent.node_name.clone();
+        let mut health = node.store().clone().follow(move |data| {
+            let has = data
+                .checks
+                .get(&me)
+                .is_some_and(|c| c.contains_key(crate::structs::SERF_HEALTH_CHECK));
+            (
+                has,
+                vec![crate::state::Topic::Exact(crate::state::table::node(&me))],
+            )
+        });
+        tokio::time::timeout(Duration::from_secs(30), health.wait_for(|has| *has))
+            .await
+            .map_err(|_| "the leader did not register this node's serfHealth within 30s")?
+            .map_err(|e| e.to_string())?;
     } else {
         // Serve at once, as Consul does, and join the catalog once the
         // cluster has a leader.

@@ -573,6 +573,9 @@ async fn session_ttls_run_on_the_leader_and_renewals_through_followers_reach_it(
     let leader = agreed_leader(&all, 3).await;
     let li = index_of_leader(&servers, &leader).await;
     let (creator, renewer) = (&servers[(li + 1) % 3], &servers[(li + 2) % 3]);
+    // A session needs its node's serfHealth, which the leader registers a
+    // moment after it wins.
+    until_serf_health(creator, &format!("s{}", (li + 1) % 3 + 1), "passing").await;
 
     let created = creator
         .put_ok("/v1/session/create", r#"{"TTL":"10s","LockDelay":"0s"}"#)
