@@ -18,9 +18,9 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use mesh_control::tls::{ServerNameCheck, ServerVerifier};
 use reqwest::{Method, StatusCode};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -342,17 +342,15 @@ fn tls_config(settings: &TlsSettings) -> Result<rustls::ClientConfig> {
         .context("setting up TLS")?;
     let verifier: Arc<dyn ServerCertVerifier> = if settings.verify {
         let roots = Arc::new(roots(settings)?);
-        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-            .build()
-            .context("setting up TLS verification")?;
-        match &settings.server_name {
-            Some(name) => Arc::new(NamedVerifier {
-                name: ServerName::try_from(name.clone())
+        let names = match &settings.server_name {
+            Some(name) => ServerNameCheck::Expect(
+                ServerName::try_from(name.clone())
                     .map_err(|e| anyhow!("invalid -tls-server-name {name:?}: {e}"))?,
-                inner: webpki,
-            }),
-            None => webpki,
-        }
+            ),
+            None => ServerNameCheck::Dialed,
+        };
+        ServerVerifier::new(roots, provider.clone(), names)
+            .map_err(|e| anyhow!("setting up TLS verification: {e}"))?
     } else {
         Arc::new(NoVerifier(provider))
     };
@@ -445,50 +443,6 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
         );
     }
     Ok(certs)
-}
-
-/// Verifies the agent's certificate for a fixed name (`-tls-server-name`)
-/// instead of the dialed host.
-#[derive(Debug)]
-struct NamedVerifier {
-    name: ServerName<'static>,
-    inner: Arc<WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for NamedVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _dialed: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }
 
 /// Accepts any certificate (`CONSUL_HTTP_SSL_VERIFY=false`), still checking

@@ -182,14 +182,11 @@ fn endpoints(cfg: &TlsConfig) -> Result<Endpoints, String> {
             connector: None,
         });
     }
-    let inner =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-            .build()
-            .map_err(|e| format!("tls: server verifier: {e}"))?;
-    let verifier = Arc::new(ServerVerifier {
-        inner,
-        check_name: cfg.verify_server_hostname,
-    });
+    let names = match cfg.verify_server_hostname {
+        true => ServerNameCheck::Dialed,
+        false => ServerNameCheck::ChainOnly,
+    };
+    let verifier = ServerVerifier::new(roots, provider.clone(), names)?;
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls: {e}"))?
@@ -286,13 +283,38 @@ fn server_config(
         .map_err(|e| format!("tls: cert_file and key_file: {e}"))
 }
 
-/// Checks a server's chain against the CA and, with
-/// `verify_server_hostname`, its name; without it, any name (Consul's
-/// behaviour: the chain alone).
+/// How a server certificate's name is checked, once its chain holds.
+#[derive(Debug, Clone)]
+pub enum ServerNameCheck {
+    /// The name dialed (or given to the connector).
+    Dialed,
+    /// This name, whatever was dialed (the CLI's `-tls-server-name`).
+    Expect(ServerName<'static>),
+    /// None: the chain alone (RPC without `verify_server_hostname`, as
+    /// Consul).
+    ChainOnly,
+}
+
+/// Checks a server's chain against a CA, then its name as
+/// [`ServerNameCheck`] says.
 #[derive(Debug)]
-struct ServerVerifier {
+pub struct ServerVerifier {
     inner: Arc<rustls::client::WebPkiServerVerifier>,
-    check_name: bool,
+    names: ServerNameCheck,
+}
+
+impl ServerVerifier {
+    /// A verifier trusting `roots`.
+    pub fn new(
+        roots: Arc<RootCertStore>,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+        names: ServerNameCheck,
+    ) -> Result<Arc<ServerVerifier>, String> {
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+            .build()
+            .map_err(|e| format!("tls: server verifier: {e}"))?;
+        Ok(Arc::new(ServerVerifier { inner, names }))
+    }
 }
 
 impl ServerCertVerifier for ServerVerifier {
@@ -300,18 +322,24 @@ impl ServerCertVerifier for ServerVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
+        dialed: &ServerName<'_>,
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let name = match &self.names {
+            ServerNameCheck::Expect(name) => name,
+            ServerNameCheck::Dialed | ServerNameCheck::ChainOnly => dialed,
+        };
         match self
             .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            .verify_server_cert(end_entity, intermediates, name, ocsp, now)
         {
             Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
             | Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::NotValidForNameContext { .. },
-            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            )) if matches!(self.names, ServerNameCheck::ChainOnly) => {
+                Ok(ServerCertVerified::assertion())
+            }
             other => other,
         }
     }
