@@ -446,7 +446,31 @@ fn tls_config(s: config_file::FileTlsSettings) -> TlsConfig {
         cert_file: s.cert_file.map(PathBuf::from),
         key_file: s.key_file.map(PathBuf::from),
         verify_incoming: s.verify_incoming.unwrap_or(false),
-        verify_outgoing: s.verify_outgoing.unwrap_or(false),
+        // verify_server_hostname implies verify_outgoing, as Consul's
+        // documentation long said (Consul itself then dials in plaintext).
+        verify_outgoing: s
+            .verify_outgoing
+            .or(s.verify_server_hostname)
+            .unwrap_or(false),
         verify_server_hostname: s.verify_server_hostname.unwrap_or(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_server_hostname_implies_verify_outgoing_unless_it_is_turned_off() {
+        let settings = |outgoing| config_file::FileTlsSettings {
+            verify_server_hostname: Some(true),
+            verify_outgoing: outgoing,
+            ..Default::default()
+        };
+        assert!(tls_config(settings(None)).verify_outgoing);
+        let off = tls_config(settings(Some(false)));
+        assert!(!off.verify_outgoing);
+        assert!(off.validate().is_err(), "a contradiction is refused");
+        assert!(!tls_config(Default::default()).verify_outgoing);
     }
 }
