@@ -39,18 +39,21 @@ pub fn generate_csr(id: &SpiffeId) -> Result<(String, String), CaError> {
     Ok((csr.pem()?, key.serialize_pem()))
 }
 
-/// Parses a PEM CSR, verifies its self-signature and returns the service
-/// SPIFFE ID it asks for. The control plane calls this to authorise a
-/// request (token, datacenter) before signing it. Exactly one URI SAN is
-/// required and it must be a service ID; other SANs are ignored.
+/// Parses a PEM CSR, verifies its self-signature and returns the service or
+/// client agent SPIFFE ID it asks for. The control plane calls this to
+/// authorise a request (token, datacenter, which kind of identity) before
+/// signing it. Exactly one URI SAN is required and it must be a service or
+/// agent ID; other SANs are ignored.
 pub fn inspect_csr(csr_pem: &str) -> Result<SpiffeId, CaError> {
     Ok(ValidatedCsr::parse(csr_pem)?.spiffe_id)
 }
 
-/// The common name a leaf for `id` carries: the service name, or the trust
-/// domain for a signing ID, cut to 64 characters.
+/// The common name a leaf for `id` carries: the service name, the node
+/// name of a client agent, or the trust domain for a signing ID, cut to 64
+/// characters.
 fn common_name(id: &SpiffeId) -> String {
     id.service_name()
+        .or(id.agent_node())
         .unwrap_or(id.trust_domain())
         .chars()
         .take(MAX_CN_CHARS)
@@ -101,10 +104,10 @@ impl ValidatedCsr {
             more => return Err(CaError::MultipleSpiffeIds(more.len())),
         };
         let spiffe_id = SpiffeId::parse(uri)?;
-        if !spiffe_id.is_service() {
+        if spiffe_id.is_signing() {
             return Err(CaError::InvalidSpiffeId {
                 input: uri.chars().take(200).collect(),
-                reason: "a leaf may only be issued for a service identity",
+                reason: "a leaf may only be issued for a service or client agent identity",
             });
         }
         let public_key =

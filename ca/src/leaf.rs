@@ -40,6 +40,12 @@ pub struct IssuedCert {
         skip_serializing_if = "String::is_empty"
     )]
     pub service_uri: String,
+    /// The client agent (node) the certificate identifies (auto_encrypt).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub agent: String,
+    /// The client agent's SPIFFE URI.
+    #[serde(rename = "AgentURI", default, skip_serializing_if = "String::is_empty")]
+    pub agent_uri: String,
     /// Start of the certificate's validity.
     #[serde(with = "rfc3339")]
     pub valid_after: SystemTime,
@@ -121,7 +127,17 @@ pub(crate) fn issue(
         cert_pem,
         private_key_pem: String::new(),
         service: id.service_name().unwrap_or_default().to_owned(),
-        service_uri: id.uri(),
+        service_uri: if id.is_service() {
+            id.uri()
+        } else {
+            String::new()
+        },
+        agent: id.agent_node().unwrap_or_default().to_owned(),
+        agent_uri: if id.is_agent() {
+            id.uri()
+        } else {
+            String::new()
+        },
         valid_after: util::from_asn1(parsed.validity().not_before),
         valid_before: util::from_asn1(parsed.validity().not_after),
     })

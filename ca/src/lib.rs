@@ -78,8 +78,8 @@ pub use root::{CaRoot, CaRootKey, IndexedCaRoots, ProvidedRoot, CROSS_SIGN_TTL, 
 pub use spiffe::{trust_domain, SpiffeId, DEFAULT_NAMESPACE, TRUST_DOMAIN_SUFFIX};
 pub use tls::{client_config, crypto_provider, server_config};
 pub use verify::{
-    cert_not_after, peer_spiffe_id, verify_leaf, ExpectedService, SharedRoots,
-    SpiffeClientVerifier, SpiffeServerVerifier, TrustedRoots,
+    cert_not_after, leaf_spiffe_id, peer_spiffe_id, verify_agent, verify_leaf, ExpectedService,
+    SharedRoots, SpiffeClientVerifier, SpiffeServerVerifier, TrustedRoots,
 };
 
 /// The rustls version this crate's verifiers and configs are built on.

@@ -24,6 +24,17 @@ pub trait Provider {
     /// root's trust domain.
     fn sign(&self, csr_pem: &str, ttl: Duration, now: SystemTime) -> Result<IssuedCert, CaError>;
 
+    /// Signs a client agent's PEM CSR (auto_encrypt) with the active root.
+    /// The CSR must verify and name a client agent SPIFFE ID; its trust
+    /// domain is a placeholder (the agent cannot know the cluster's), so
+    /// the leaf names the agent in this provider's trust domain.
+    fn sign_agent(
+        &self,
+        csr_pem: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<IssuedCert, CaError>;
+
     /// Signs `new_root`'s public key and name with the active (old) root and
     /// returns the PEM certificate to put in `new_root.intermediate_certs`: a
     /// peer that trusts only the old root then accepts leaves of the new one.
@@ -160,6 +171,36 @@ impl Provider for ConsulProvider {
     fn sign(&self, csr_pem: &str, ttl: Duration, now: SystemTime) -> Result<IssuedCert, CaError> {
         let active = self.active()?;
         let csr = ValidatedCsr::parse(csr_pem)?;
+        if !csr.spiffe_id.is_service() {
+            return Err(CaError::InvalidSpiffeId {
+                input: csr.spiffe_id.uri(),
+                reason: "a leaf may only be issued for a service identity",
+            });
+        }
+        leaf::issue(
+            &active.signer,
+            &csr,
+            &active.root.intermediate_certs,
+            ttl,
+            now,
+        )
+    }
+
+    fn sign_agent(
+        &self,
+        csr_pem: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<IssuedCert, CaError> {
+        let active = self.active()?;
+        let mut csr = ValidatedCsr::parse(csr_pem)?;
+        if !csr.spiffe_id.is_agent() {
+            return Err(CaError::InvalidSpiffeId {
+                input: csr.spiffe_id.uri(),
+                reason: "an auto_encrypt CSR must name a client agent identity",
+            });
+        }
+        csr.spiffe_id = csr.spiffe_id.in_trust_domain(&self.trust_domain)?;
         leaf::issue(
             &active.signer,
             &csr,

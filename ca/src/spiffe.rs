@@ -1,9 +1,11 @@
 //! SPIFFE identities in Consul's shape.
 //!
 //! A service is `spiffe://<trust-domain>/ns/<namespace>/dc/<datacenter>/svc/<service>`;
-//! a CA signs as `spiffe://<trust-domain>`. The trust domain is
+//! a client agent (its auto_encrypt RPC certificate) is
+//! `spiffe://<trust-domain>/agent/client/dc/<datacenter>/id/<node>`; a CA
+//! signs as `spiffe://<trust-domain>`. The trust domain is
 //! `<cluster-id>.consul` (Consul `agent/connect/uri_service.go`,
-//! `uri_signing.go`).
+//! `uri_agent.go`, `uri_signing.go`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,7 +32,8 @@ pub fn trust_domain(cluster_id: &str) -> String {
     format!("{cluster_id}.{TRUST_DOMAIN_SUFFIX}").to_ascii_lowercase()
 }
 
-/// A SPIFFE ID: either a service identity or a CA's signing identity.
+/// A SPIFFE ID: a service identity, a client agent's identity, or a CA's
+/// signing identity.
 ///
 /// Values are always valid: constructors and [`SpiffeId::parse`] check every
 /// part, and the trust domain is kept lower-case. Serde reads and writes the
@@ -42,10 +45,16 @@ pub struct SpiffeId {
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Workload {
-    namespace: String,
-    datacenter: String,
-    service: String,
+enum Workload {
+    Service {
+        namespace: String,
+        datacenter: String,
+        service: String,
+    },
+    Agent {
+        datacenter: String,
+        node: String,
+    },
 }
 
 // === impl SpiffeId ===
@@ -66,11 +75,33 @@ impl SpiffeId {
         let service = check_segment(service, "empty service name", &input)?;
         Ok(Self {
             trust_domain,
-            workload: Some(Workload {
+            workload: Some(Workload::Service {
                 namespace,
                 datacenter,
                 service,
             }),
+        })
+    }
+
+    /// The identity of the client agent `node` in `datacenter` of
+    /// `trust_domain`: what its auto_encrypt RPC certificate names.
+    pub fn agent(trust_domain: &str, datacenter: &str, node: &str) -> Result<Self, CaError> {
+        let input = format!("{trust_domain}/agent/client/dc/{datacenter}/id/{node}");
+        let trust_domain = check_trust_domain(trust_domain, &input)?;
+        let datacenter = check_segment(datacenter, "empty datacenter", &input)?;
+        let node = check_segment(node, "empty node name", &input)?;
+        Ok(Self {
+            trust_domain,
+            workload: Some(Workload::Agent { datacenter, node }),
+        })
+    }
+
+    /// This identity in another trust domain (a client agent's CSR names a
+    /// placeholder one: it cannot know the cluster's before it is signed).
+    pub fn in_trust_domain(&self, trust_domain: &str) -> Result<Self, CaError> {
+        Ok(Self {
+            trust_domain: check_trust_domain(trust_domain, trust_domain)?,
+            workload: self.workload.clone(),
         })
     }
 
@@ -82,9 +113,10 @@ impl SpiffeId {
         })
     }
 
-    /// Parses a SPIFFE URI. Only service and signing IDs are accepted; any
-    /// other input (another scheme, a query, agent IDs, a trailing slash,
-    /// bad percent-encoding) is an error, never a panic.
+    /// Parses a SPIFFE URI. Only service, client agent and signing IDs are
+    /// accepted; any other input (another scheme, a query, a server agent
+    /// or partition path, a trailing slash, bad percent-encoding) is an
+    /// error, never a panic.
     pub fn parse(input: &str) -> Result<Self, CaError> {
         let invalid = |reason| invalid(input, reason);
         if input.len() > MAX_URI_LEN {
@@ -110,21 +142,26 @@ impl SpiffeId {
             });
         }
         let segments: Vec<&str> = path[1..].split('/').collect();
-        let ["ns", namespace, "dc", datacenter, "svc", service] = segments.as_slice() else {
-            return Err(invalid(
-                "the path must be /ns/<namespace>/dc/<datacenter>/svc/<service>",
-            ));
+        let workload = match segments.as_slice() {
+            ["ns", namespace, "dc", datacenter, "svc", service] => Workload::Service {
+                namespace: decode_segment(namespace, input)?,
+                datacenter: decode_segment(datacenter, input)?,
+                service: decode_segment(service, input)?,
+            },
+            ["agent", "client", "dc", datacenter, "id", node] => Workload::Agent {
+                datacenter: decode_segment(datacenter, input)?,
+                node: decode_segment(node, input)?,
+            },
+            _ => {
+                return Err(invalid(
+                    "the path must be /ns/<namespace>/dc/<datacenter>/svc/<service> \
+                     or /agent/client/dc/<datacenter>/id/<node>",
+                ))
+            }
         };
-        let namespace = decode_segment(namespace, input)?;
-        let datacenter = decode_segment(datacenter, input)?;
-        let service = decode_segment(service, input)?;
         Ok(Self {
             trust_domain,
-            workload: Some(Workload {
-                namespace,
-                datacenter,
-                service,
-            }),
+            workload: Some(workload),
         })
     }
 
@@ -134,12 +171,22 @@ impl SpiffeId {
     pub fn uri(&self) -> String {
         match &self.workload {
             None => format!("spiffe://{}", self.trust_domain),
-            Some(w) => format!(
+            Some(Workload::Service {
+                namespace,
+                datacenter,
+                service,
+            }) => format!(
                 "spiffe://{}/ns/{}/dc/{}/svc/{}",
                 self.trust_domain,
-                encode_segment(&w.namespace),
-                encode_segment(&w.datacenter),
-                encode_segment(&w.service),
+                encode_segment(namespace),
+                encode_segment(datacenter),
+                encode_segment(service),
+            ),
+            Some(Workload::Agent { datacenter, node }) => format!(
+                "spiffe://{}/agent/client/dc/{}/id/{}",
+                self.trust_domain,
+                encode_segment(datacenter),
+                encode_segment(node),
             ),
         }
     }
@@ -151,7 +198,12 @@ impl SpiffeId {
 
     /// Whether this is a service identity.
     pub fn is_service(&self) -> bool {
-        self.workload.is_some()
+        matches!(self.workload, Some(Workload::Service { .. }))
+    }
+
+    /// Whether this is a client agent's identity.
+    pub fn is_agent(&self) -> bool {
+        matches!(self.workload, Some(Workload::Agent { .. }))
     }
 
     /// Whether this is a CA's signing identity.
@@ -161,17 +213,36 @@ impl SpiffeId {
 
     /// The namespace of a service identity.
     pub fn namespace(&self) -> Option<&str> {
-        self.workload.as_ref().map(|w| w.namespace.as_str())
+        match &self.workload {
+            Some(Workload::Service { namespace, .. }) => Some(namespace),
+            _ => None,
+        }
     }
 
-    /// The datacenter of a service identity.
+    /// The datacenter of a service or client agent identity.
     pub fn datacenter(&self) -> Option<&str> {
-        self.workload.as_ref().map(|w| w.datacenter.as_str())
+        match &self.workload {
+            Some(Workload::Service { datacenter, .. } | Workload::Agent { datacenter, .. }) => {
+                Some(datacenter)
+            }
+            None => None,
+        }
     }
 
     /// The service name of a service identity.
     pub fn service_name(&self) -> Option<&str> {
-        self.workload.as_ref().map(|w| w.service.as_str())
+        match &self.workload {
+            Some(Workload::Service { service, .. }) => Some(service),
+            _ => None,
+        }
+    }
+
+    /// The node name of a client agent identity.
+    pub fn agent_node(&self) -> Option<&str> {
+        match &self.workload {
+            Some(Workload::Agent { node, .. }) => Some(node),
+            _ => None,
+        }
     }
 
     /// Whether a CA signing for this identity's trust domain may sign `other`
@@ -350,6 +421,25 @@ mod tests {
     }
 
     #[test]
+    fn agent_uri_matches_consul_shape_and_is_not_a_service() {
+        let id = SpiffeId::agent(TD, "dc1", "node-1").unwrap();
+        assert_eq!(
+            id.uri(),
+            format!("spiffe://{TD}/agent/client/dc/dc1/id/node-1")
+        );
+        assert!(id.is_agent() && !id.is_service() && !id.is_signing());
+        assert_eq!(id.agent_node(), Some("node-1"));
+        assert_eq!(id.datacenter(), Some("dc1"));
+        assert_eq!((id.service_name(), id.namespace()), (None, None));
+        assert_eq!(SpiffeId::parse(&id.uri()).unwrap(), id);
+        let moved = id.in_trust_domain("other.consul").unwrap();
+        assert_eq!(moved.trust_domain(), "other.consul");
+        assert_eq!(moved.agent_node(), Some("node-1"));
+        assert!(SpiffeId::agent(TD, "dc1", "").is_err());
+        assert!(SpiffeId::agent(TD, "", "n").is_err());
+    }
+
+    #[test]
     fn trust_domain_is_cluster_id_dot_consul() {
         assert_eq!(
             trust_domain("11111111-2222-3333-4444-555555555555"),
@@ -404,7 +494,9 @@ mod tests {
             "spiffe://td.consul/ns/default/dc/dc1/svc/",
             "spiffe://td.consul/ns//dc/dc1/svc/web",
             "spiffe://td.consul/ns/default/dc/dc1",
-            "spiffe://td.consul/agent/client/dc/dc1/id/node1",
+            "spiffe://td.consul/agent/server/dc/dc1/id/node1",
+            "spiffe://td.consul/agent/client/dc/dc1/id/",
+            "spiffe://td.consul/agent/client/dc/dc1/id/a/b",
             "spiffe://td.consul/ap/part/ns/default/dc/dc1/svc/web",
             "spiffe://td.consul/ns/default/dc/dc1/svc/web?x=1",
             "spiffe://td.consul/ns/default/dc/dc1/svc/web#frag",

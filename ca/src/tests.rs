@@ -1069,3 +1069,47 @@ fn a_root_made_elsewhere_with_a_long_serial_is_accepted() {
         service_id(&ca, "web")
     );
 }
+
+/// auto_encrypt: a client agent's CSR names a placeholder trust domain; the
+/// leaf names the agent in the CA's, verifies as an agent for client auth,
+/// and a service's leaf or an agent CSR sent down the service path is
+/// refused.
+#[test]
+fn agent_csrs_are_signed_into_the_trust_domain_and_kept_apart_from_services() {
+    let ca = ca();
+    let placeholder = SpiffeId::agent("dummy.trustdomain", "dc1", "client-1").unwrap();
+    let (csr, key) = generate_csr(&placeholder).unwrap();
+    let cert = ca.sign_agent(&csr, TTL, SystemTime::now()).unwrap();
+    let wanted = SpiffeId::agent(ca.trust_domain(), "dc1", "client-1").unwrap();
+    assert_eq!(cert.agent_uri, wanted.uri());
+    assert_eq!(
+        (cert.agent.as_str(), cert.service.as_str()),
+        ("client-1", "")
+    );
+    assert!(!key.is_empty());
+
+    let roots = TrustedRoots::from_ca_roots(&[ca.active_root().unwrap().clone()]).unwrap();
+    let chain = parse_certs(&cert.cert_pem).unwrap();
+    let now = UnixTime::now();
+    assert_eq!(
+        verify_agent(&roots, &chain[0], &chain[1..], now).unwrap(),
+        wanted
+    );
+
+    let (service, _) = leaf(&ca, "web");
+    let service_chain = parse_certs(&service.cert_pem).unwrap();
+    let err = verify_agent(&roots, &service_chain[0], &service_chain[1..], now).unwrap_err();
+    assert!(err.is_invalid_spiffe_id(), "{err}");
+    let other = ca_for("99999999-0000-0000-0000-000000000000");
+    let foreign = other.sign_agent(&csr, TTL, SystemTime::now()).unwrap();
+    let foreign_chain = parse_certs(&foreign.cert_pem).unwrap();
+    assert!(verify_agent(&roots, &foreign_chain[0], &foreign_chain[1..], now).is_err());
+
+    let err = ca.sign(&csr, TTL, SystemTime::now()).unwrap_err();
+    assert!(err.is_invalid_spiffe_id(), "{err}");
+    let (service_csr, _) = generate_csr(&service_id(&ca, "web")).unwrap();
+    let err = ca
+        .sign_agent(&service_csr, TTL, SystemTime::now())
+        .unwrap_err();
+    assert!(err.is_invalid_spiffe_id(), "{err}");
+}

@@ -475,7 +475,31 @@ fn verify_path(
     .map(|_| ())
 }
 
-fn leaf_identity(leaf: &CertificateDer<'_>) -> Result<SpiffeId, CaError> {
+/// Verifies a client agent's chain (its auto_encrypt RPC certificate, leaf
+/// first) against `roots` at `now` for client auth, and returns its agent
+/// SPIFFE ID. A service's leaf from the same CA is refused: it is not an
+/// agent.
+pub fn verify_agent(
+    roots: &TrustedRoots,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<SpiffeId, CaError> {
+    let algs = signature_algorithms();
+    let usage = webpki::KeyUsage::client_auth();
+    verify_path(roots, &algs, end_entity, intermediates, now, usage).map_err(ca_error)?;
+    let id = leaf_spiffe_id(end_entity)?;
+    if !id.is_agent() {
+        return Err(CaError::InvalidSpiffeId {
+            input: id.uri(),
+            reason: "an RPC client certificate from the Connect CA must name a client agent",
+        });
+    }
+    Ok(id)
+}
+
+/// The one SPIFFE ID a leaf carries, of any kind.
+pub fn leaf_spiffe_id(leaf: &CertificateDer<'_>) -> Result<SpiffeId, CaError> {
     let cert = util::x509(leaf)?;
     let uris = util::uri_sans(&cert)?;
     let uri = match uris.as_slice() {
@@ -483,7 +507,11 @@ fn leaf_identity(leaf: &CertificateDer<'_>) -> Result<SpiffeId, CaError> {
         [uri] => *uri,
         more => return Err(CaError::MultipleSpiffeIds(more.len())),
     };
-    let id = SpiffeId::parse(uri)?;
+    SpiffeId::parse(uri)
+}
+
+fn leaf_identity(leaf: &CertificateDer<'_>) -> Result<SpiffeId, CaError> {
+    let id = leaf_spiffe_id(leaf)?;
     if !id.is_service() {
         return Err(CaError::InvalidSpiffeId {
             input: id.uri(),

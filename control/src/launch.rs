@@ -20,7 +20,7 @@ use crate::server::leader::LeaderDuties;
 use crate::server::membership::{ClusterMember, MemberStatus};
 use crate::server::SessionTimers;
 use crate::state::Store;
-use crate::tls::{HttpsTls, RpcTls, TlsConfig};
+use crate::tls::{AutoEncrypt, HttpsTls, RpcTls, TlsConfig};
 use mesh_dns::transport::TcpLimits;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +57,9 @@ pub struct LaunchConfig {
     pub rpc_limits: RpcLimits,
     /// The agent's TLS on the server RPC port.
     pub tls: TlsConfig,
+    /// Consul's `auto_encrypt`: client agents' RPC certificates from the
+    /// servers.
+    pub auto_encrypt: AutoEncrypt,
 }
 
 /// How a server's Raft cluster comes to be.
@@ -209,7 +212,13 @@ pub async fn launch(mut cfg: LaunchConfig) -> Result<Running, String> {
     };
     let auth = RpcAuth {
         keys: RpcKeys::new(starting_keyring(&cfg.lan, cfg.agent.data_dir.as_deref())?),
-        tls: RpcTls::build(&cfg.tls, &cfg.agent.datacenter, &cfg.agent.domain)?.map(Arc::new),
+        tls: RpcTls::build(
+            &cfg.tls,
+            cfg.auto_encrypt,
+            &cfg.agent.datacenter,
+            &cfg.agent.domain,
+        )?
+        .map(Arc::new),
     };
     if cfg.agent.server {
         launch_server(cfg, bound, auth).await
@@ -258,7 +267,11 @@ async fn launch_server(
     .map_err(|e| format!("starting Raft: {e}"))?;
     let server_port = cfg.agent.ports.server;
     let lan = start_lan(&mut cfg, Some(server_port), &auth.keys).await?;
-    let ca = Arc::new(CaManager::new(node.clone(), CSR_MAX_PER_SECOND));
+    let ca = Arc::new(CaManager::new(
+        node.clone(),
+        CSR_MAX_PER_SECOND,
+        &cfg.agent.datacenter,
+    ));
     let sessions = Arc::new(SessionTimers::new(node.clone()));
     let duties = ServerApi {
         sessions: sessions.clone(),
@@ -335,6 +348,9 @@ async fn launch_server(
         }));
     }
 
+    if let Some(tls) = auth_tls.clone().filter(|t| t.auto_encrypt().allow_tls) {
+        tasks.push(tokio::spawn(trust_connect_roots(node.clone(), tls)));
+    }
     tasks.push(tokio::spawn(ca.run()));
     tasks.push(tokio::spawn(crate::server::tombstone_gc::run(node.clone())));
     tasks.extend(serve_api(bound.api, app, &cfg.http_limits));
@@ -364,6 +380,18 @@ async fn launch_client(
     let auth_tls = auth.tls.clone();
     let lan = start_lan(&mut cfg, None, &auth.keys).await?;
     let link = ServerLink::new(server_addresses(&lan), auth);
+    let mut renewal = None;
+    if let Some(tls) = auth_tls.clone().filter(|t| t.auto_encrypt().tls) {
+        // Consul's agents, too, get their certificate before they serve.
+        let enrollment = crate::auto_encrypt::Enrollment {
+            link: link.clone(),
+            tls,
+            node: cfg.agent.node_name.clone(),
+            datacenter: cfg.agent.datacenter.clone(),
+        };
+        let valid_before = enrollment.enroll().await;
+        renewal = Some(tokio::spawn(enrollment.keep_renewed(valid_before)));
+    }
     let state = api_state(&cfg, Role::Client(link.clone()), lan.clone());
     let agent = state.agent.clone();
     read_certificates_on_reload(&agent, auth_tls.clone(), bound.https_tls.clone());
@@ -379,6 +407,7 @@ async fn launch_client(
         mesh_dns::transport::serve(forwarded, limits, bound.dns_udp, bound.dns_tcp),
     );
     let mut tasks = vec![begin, dns];
+    tasks.extend(renewal);
     tasks.extend(serve_api(bound.api, app, &cfg.http_limits));
     Ok(Running {
         http_addr: bound.http_addr,
@@ -437,6 +466,28 @@ fn server_addresses(lan: &Lan) -> watch::Receiver<Vec<String>> {
         }
     });
     rx
+}
+
+/// Keeps a server with `auto_encrypt.allow_tls` trusting the client agent
+/// certificates of the Connect CA's roots as they rotate (a retired root
+/// stays trusted until it is pruned, as its leaves stay valid).
+async fn trust_connect_roots(node: RaftNode, tls: Arc<RpcTls>) {
+    let mut roots = node.store().clone().follow(|data| {
+        (
+            data.ca.roots.clone(),
+            vec![crate::state::Topic::Exact(crate::state::ca::CA.into())],
+        )
+    });
+    loop {
+        let current = roots.borrow_and_update().clone();
+        match mesh_ca::TrustedRoots::from_ca_roots(&current) {
+            Ok(trusted) => tls.trust_connect_roots(trusted),
+            Err(e) => tracing::warn!(error = %e, "auto_encrypt: unusable Connect CA roots"),
+        }
+        if roots.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Puts the agent in the catalog, trying again while the servers cannot be

@@ -7,6 +7,7 @@
 //! syncs them to the catalog.
 
 pub mod agent;
+pub mod auto_encrypt;
 pub mod cluster;
 pub mod config_entry;
 mod conn_limit;

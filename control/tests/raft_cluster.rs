@@ -53,7 +53,7 @@ impl Server {
                 DnsConfig::default(),
                 Arc::new(StoreCatalog::new(store, "dc1".into())),
             )),
-            ca: Arc::new(CaManager::new(node.clone(), CSR_MAX_PER_SECOND)),
+            ca: Arc::new(CaManager::new(node.clone(), CSR_MAX_PER_SECOND, "dc1")),
             auth: cluster_keys(),
             limits: RpcLimits::default(),
         };

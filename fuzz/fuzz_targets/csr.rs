@@ -1,9 +1,10 @@
 //! CSRs as a server signs them for agents (`ConnectCA.Sign`, a client
-//! agent's `SignLeaf`): `inspect_csr` then the built-in CA's `sign`, with
-//! one CA made once. The input is tried as PEM text and, wrapped in a
-//! `CERTIFICATE REQUEST` block, as DER, so mutations reach the X.509
-//! parser. Nothing may panic, and a signed leaf names the SPIFFE ID the CSR
-//! asked for.
+//! agent's `SignLeaf`, auto_encrypt's `AutoEncryptSign`): `inspect_csr`
+//! then the built-in CA's `sign` and `sign_agent`, with one CA made once.
+//! The input is tried as PEM text and, wrapped in a `CERTIFICATE REQUEST`
+//! block, as DER, so mutations reach the X.509 parser. Nothing may panic; a
+//! signed service leaf names the SPIFFE ID the CSR asked for, and an agent
+//! certificate names the agent the CSR asked for in the CA's trust domain.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -41,6 +42,11 @@ fn sign(pem: &str) {
             "the leaf names another identity"
         );
         assert!(cert.valid_after < cert.valid_before);
+    }
+    if let Ok(cert) = ca.sign_agent(pem, Duration::from_secs(3600), *now) {
+        let wanted = id.in_trust_domain(ca.trust_domain()).expect("a trust domain");
+        assert!(id.is_agent(), "an agent certificate for {}", id.uri());
+        assert_eq!(cert.agent_uri, wanted.uri(), "the certificate names another agent");
     }
 }
 

@@ -3,7 +3,9 @@
 //! request a client agent sends without a panic. Checks that a client agent
 //! is only ever let through with its catalog writes, and never with an HTTP
 //! request the server's router would send to one of its own `/v1/agent/`
-//! endpoints (the router matches the path of the parsed URI).
+//! endpoints (the router matches the path of the parsed URI), and that an
+//! enrolling client agent (auto_encrypt, no certificate yet) may send
+//! nothing but its CSR.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -20,6 +22,12 @@ fuzz_target!(|data: &[u8]| {
     assert!(
         permitted(Role::Server, &req).is_ok(),
         "servers may send anything"
+    );
+    assert_eq!(
+        permitted(Role::Enrolling, &req).is_ok(),
+        matches!(req, Request::AutoEncryptSign { .. }),
+        "an enrolling agent sent {}",
+        req.kind()
     );
     let verdict = permitted(Role::Client, &req);
     match &req {

@@ -10,7 +10,7 @@ use mesh_control::http::serve::HttpLimits;
 use mesh_control::lan::LanConfig;
 use mesh_control::launch::{launch, Bootstrap, LaunchConfig};
 use mesh_control::rpc::server::RpcLimits;
-use mesh_control::tls::TlsConfig;
+use mesh_control::tls::{AutoEncrypt, TlsConfig};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -145,7 +145,7 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
     let expect = args.bootstrap_expect.or(file.bootstrap_expect);
     let bootstrap =
         args.dev || args.bootstrap || file.bootstrap.unwrap_or(false) || expect == Some(1);
-    let data_dir = args.data_dir.or(file.data_dir.map(PathBuf::from));
+    let data_dir = args.data_dir.or(file.data_dir.clone().map(PathBuf::from));
     if !args.dev && data_dir.is_none() {
         bail!("data_dir cannot be empty: use -data-dir (or -dev for an in-memory agent)");
     }
@@ -202,15 +202,12 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
         },
         ..rpc_defaults
     };
-    let tls = tls_config(config_file::FileTlsSettings::internal_rpc(
-        &file.legacy_tls,
-        file.tls.as_ref(),
-    ));
-    tls.validate().map_err(anyhow::Error::msg)?;
-    let https_tls = tls_config(config_file::FileTlsSettings::https(
-        &file.legacy_tls,
-        file.tls.as_ref(),
-    ));
+    let auto_encrypt = auto_encrypt(&file, server)?;
+    let mut tls = tls_config(config_file::FileTlsSettings::internal_rpc(&file));
+    // auto_encrypt.tls dials the servers over TLS, as Consul's agents do.
+    tls.verify_outgoing |= auto_encrypt.tls;
+    tls.validate(auto_encrypt).map_err(anyhow::Error::msg)?;
+    let https_tls = tls_config(config_file::FileTlsSettings::https(&file));
     let http_limits = HttpLimits {
         max_conns_per_client: limits
             .http_max_conns_per_client
@@ -340,6 +337,7 @@ fn build(args: AgentArgs) -> Result<(LaunchConfig, String, bool)> {
             },
             rpc_limits,
             tls,
+            auto_encrypt,
         },
         log_level,
         args.log_json,
@@ -438,6 +436,26 @@ async fn wait_for_exit(agent: &mesh_control::agent::Agent) -> bool {
     }
 }
 
+/// The `auto_encrypt` block: `tls` is a client agent's, `allow_tls` a
+/// server's; either in the wrong place is refused.
+fn auto_encrypt(file: &config_file::FileSettings, server: bool) -> Result<AutoEncrypt> {
+    let block = file.auto_encrypt.clone().unwrap_or_default();
+    let auto = AutoEncrypt {
+        tls: block.tls.unwrap_or(false),
+        allow_tls: block.allow_tls.unwrap_or(false),
+    };
+    if server && auto.tls {
+        bail!(
+            "auto_encrypt.tls is for client agents: a server's RPC certificate is its cert_file \
+             (set auto_encrypt.allow_tls on servers to enroll client agents)"
+        );
+    }
+    if !server && auto.allow_tls {
+        bail!("auto_encrypt.allow_tls is for servers: set auto_encrypt.tls on client agents");
+    }
+    Ok(auto)
+}
+
 /// The TLS settings of one interface, as the agent takes them.
 fn tls_config(s: config_file::FileTlsSettings) -> TlsConfig {
     TlsConfig {
@@ -453,6 +471,8 @@ fn tls_config(s: config_file::FileTlsSettings) -> TlsConfig {
             .or(s.verify_server_hostname)
             .unwrap_or(false),
         verify_server_hostname: s.verify_server_hostname.unwrap_or(false),
+        tls_min_version: s.tls_min_version,
+        tls_cipher_suites: s.tls_cipher_suites,
     }
 }
 
@@ -470,7 +490,10 @@ mod tests {
         assert!(tls_config(settings(None)).verify_outgoing);
         let off = tls_config(settings(Some(false)));
         assert!(!off.verify_outgoing);
-        assert!(off.validate().is_err(), "a contradiction is refused");
+        assert!(
+            off.validate(AutoEncrypt::default()).is_err(),
+            "a contradiction is refused"
+        );
         assert!(!tls_config(Default::default()).verify_outgoing);
     }
 }

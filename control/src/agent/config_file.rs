@@ -66,6 +66,26 @@ pub struct FileSettings {
     /// which `tls.defaults` and `tls.internal_rpc` override.
     #[serde(flatten)]
     pub legacy_tls: FileTlsSettings,
+    /// `verify_incoming_rpc`: the older key for the RPC port's
+    /// `verify_incoming` alone.
+    pub verify_incoming_rpc: Option<bool>,
+    /// `verify_incoming_https`: the older key for the HTTPS port's
+    /// `verify_incoming` alone.
+    pub verify_incoming_https: Option<bool>,
+    /// `auto_encrypt { tls, allow_tls }`.
+    pub auto_encrypt: Option<FileAutoEncrypt>,
+}
+
+/// The `auto_encrypt` block.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct FileAutoEncrypt {
+    /// A client agent gets its RPC certificate from the servers.
+    #[serde(rename = "TLS", alias = "Tls")]
+    pub tls: Option<bool>,
+    /// A server signs client agents' RPC certificates.
+    #[serde(rename = "AllowTLS", alias = "AllowTls")]
+    pub allow_tls: Option<bool>,
 }
 
 /// The `tls` block.
@@ -130,23 +150,27 @@ impl FileTlsSettings {
         }
     }
 
-    /// The server RPC port's settings: the top-level keys, then
-    /// `tls.defaults`, then `tls.internal_rpc`.
-    pub fn internal_rpc(legacy: &FileTlsSettings, tls: Option<&FileTls>) -> FileTlsSettings {
-        Self::layered(legacy, tls.map(|t| (&t.defaults, &t.internal_rpc)))
+    /// The server RPC port's settings: the top-level keys (with
+    /// `verify_incoming_rpc`), then `tls.defaults`, then `tls.internal_rpc`.
+    pub fn internal_rpc(file: &FileSettings) -> FileTlsSettings {
+        let layers = file.tls.as_ref().map(|t| (&t.defaults, &t.internal_rpc));
+        Self::layered(&file.legacy_tls, file.verify_incoming_rpc, layers)
     }
 
-    /// The HTTPS port's settings: the top-level keys, then `tls.defaults`,
-    /// then `tls.https`.
-    pub fn https(legacy: &FileTlsSettings, tls: Option<&FileTls>) -> FileTlsSettings {
-        Self::layered(legacy, tls.map(|t| (&t.defaults, &t.https)))
+    /// The HTTPS port's settings: the top-level keys (with
+    /// `verify_incoming_https`), then `tls.defaults`, then `tls.https`.
+    pub fn https(file: &FileSettings) -> FileTlsSettings {
+        let layers = file.tls.as_ref().map(|t| (&t.defaults, &t.https));
+        Self::layered(&file.legacy_tls, file.verify_incoming_https, layers)
     }
 
     fn layered(
         legacy: &FileTlsSettings,
+        verify_incoming: Option<bool>,
         layers: Option<(&Option<FileTlsSettings>, &Option<FileTlsSettings>)>,
     ) -> FileTlsSettings {
         let mut out = legacy.clone();
+        out.verify_incoming = verify_incoming.or(out.verify_incoming);
         if let Some((defaults, interface)) = layers {
             for layer in [defaults, interface].into_iter().flatten() {
                 out = out.overridden_by(layer);
@@ -227,6 +251,11 @@ const SETTINGS_KEYS: &[&str] = &[
     "VerifyIncoming",
     "VerifyOutgoing",
     "VerifyServerHostname",
+    "VerifyIncomingRpc",
+    "VerifyIncomingHttps",
+    "TlsMinVersion",
+    "TlsCipherSuites",
+    "AutoEncrypt",
 ];
 
 /// The files a path names: itself, or a directory's `.json` and `.hcl`
@@ -360,7 +389,7 @@ mod tests {
         );
         let cfg = load_paths(std::slice::from_ref(&d)).unwrap().settings;
         assert_eq!(cfg.legacy_tls.ca_file.as_deref(), Some("/old/ca.pem"));
-        let rpc = FileTlsSettings::internal_rpc(&cfg.legacy_tls, cfg.tls.as_ref());
+        let rpc = FileTlsSettings::internal_rpc(&cfg);
         assert_eq!(rpc.ca_file.as_deref(), Some("/etc/mesh/ca.pem"));
         assert_eq!(rpc.key_file.as_deref(), Some("/etc/mesh/server-key.pem"));
         assert_eq!(
@@ -374,6 +403,30 @@ mod tests {
         let limits = cfg.limits.unwrap();
         assert_eq!(limits.rpc_max_conns_per_client, Some(7));
         assert_eq!(limits.rpc_handshake_timeout.as_deref(), Some("2s"));
+    }
+
+    #[test]
+    fn older_keys_auto_encrypt_and_tls_versions_are_read() {
+        let d = tempdir("legacy-tls");
+        write(
+            &d,
+            "client.json",
+            r#"{"verify_incoming_rpc": true, "verify_incoming_https": false,
+                "verify_incoming": true, "tls_min_version": "tls13",
+                "tls_cipher_suites": "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+                "auto_encrypt": {"tls": true, "allow_tls": false}}"#,
+        );
+        let cfg = load_paths(std::slice::from_ref(&d)).unwrap().settings;
+        let rpc = FileTlsSettings::internal_rpc(&cfg);
+        let https = FileTlsSettings::https(&cfg);
+        assert_eq!(
+            (rpc.verify_incoming, https.verify_incoming),
+            (Some(true), Some(false))
+        );
+        assert_eq!(rpc.tls_min_version.as_deref(), Some("tls13"));
+        assert!(https.tls_cipher_suites.is_some());
+        let auto = cfg.auto_encrypt.unwrap();
+        assert_eq!((auto.tls, auto.allow_tls), (Some(true), Some(false)));
     }
 
     #[test]

@@ -56,13 +56,17 @@ pub enum Role {
     Server,
     /// A client agent: what a client agent forwards.
     Client,
+    /// A client agent without its RPC certificate yet (auto_encrypt): it
+    /// may only ask for one. On the wire it says it is a client; a server
+    /// decides it is enrolling ([`RpcTls::admit`]).
+    Enrolling,
 }
 
 impl Role {
     fn byte(self) -> u8 {
         match self {
             Role::Server => 1,
-            Role::Client => 2,
+            Role::Client | Role::Enrolling => 2,
         }
     }
 
@@ -321,11 +325,17 @@ pub async fn accept(mut tcp: TcpStream, auth: &RpcAuth) -> Result<(Conn, Role), 
     let Some(role) = Role::from_byte(hello[2]) else {
         return refuse(stream, format!("unknown role {}", hello[2])).await;
     };
-    if let (Role::Server, Some(tls)) = (role, tls) {
-        if let Err(why) = tls.may_act_as_server(stream.peer_certificate()) {
-            return refuse(stream, why).await;
-        }
-    }
+    let role = match tls {
+        Some(tls) if stream.is_tls() => match tls.admit(role, stream.peer_certificates()) {
+            Ok(role) => role,
+            Err(why) => return refuse(stream, why).await,
+        },
+        Some(tls) if role == Role::Server => match tls.may_act_as_server(None) {
+            Ok(()) => role,
+            Err(why) => return refuse(stream, why).await,
+        },
+        _ => role,
+    };
     let keys = auth.keys.current();
     match (hello[3], keys.is_empty()) {
         (OPEN, true) => {

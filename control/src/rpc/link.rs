@@ -146,11 +146,37 @@ impl ServerLink {
             service: service.to_string(),
             datacenter: datacenter.to_string(),
         };
-        match self.on_any_server(&req, HOLD_TIMEOUT).await {
+        self.signed(&req).await
+    }
+
+    /// Has a server sign this client agent's RPC certificate CSR for
+    /// `node` in `datacenter` (auto_encrypt; the key stays here).
+    pub async fn sign_agent(
+        &self,
+        csr: String,
+        node: &str,
+        datacenter: &str,
+    ) -> Result<IssuedCert, CaOpError> {
+        let req = Request::AutoEncryptSign {
+            csr,
+            node: node.to_string(),
+            datacenter: datacenter.to_string(),
+        };
+        self.signed(&req).await
+    }
+
+    async fn signed(&self, req: &Request) -> Result<IssuedCert, CaOpError> {
+        match self.on_any_server(req, HOLD_TIMEOUT).await {
             Ok(Response::Signed(signed)) => signed,
             Ok(other) => Err(CaOpError::Internal(unexpected(other).to_string())),
             Err(e) => Err(CaOpError::Internal(e.to_string())),
         }
+    }
+
+    /// Closes the idle connections to the servers, so the next requests
+    /// open new ones (with the certificate this agent now dials with).
+    pub fn reconnect(&self) {
+        self.pool.forget_all();
     }
 
     /// Asks a server for the view of a proxy `plan`, once it differs from

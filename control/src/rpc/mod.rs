@@ -81,6 +81,17 @@ pub enum Request {
         /// Its datacenter.
         datacenter: String,
     },
+    /// Sign a client agent's RPC certificate CSR with the Connect CA
+    /// (Consul's `AutoEncrypt.Sign`): the one request a client agent
+    /// without a certificate may send.
+    AutoEncryptSign {
+        /// The CSR, PEM, naming the agent's SPIFFE ID (any trust domain).
+        csr: String,
+        /// The agent's node name.
+        node: String,
+        /// Its datacenter.
+        datacenter: String,
+    },
     /// The servers' side of a client agent's proxy config, once it differs
     /// from `known` (a long poll of at most `wait_ms`).
     ProxyView {
@@ -120,6 +131,7 @@ impl Request {
             Request::Http(_) => "Http",
             Request::NodeRecord { .. } => "NodeRecord",
             Request::SignLeaf { .. } => "SignLeaf",
+            Request::AutoEncryptSign { .. } => "AutoEncryptSign",
             Request::ProxyView { .. } => "ProxyView",
             Request::Dns { .. } => "Dns",
         }
@@ -223,7 +235,7 @@ pub enum Response {
     /// Answers [`Request::Dns`]: the reply message; empty when the query
     /// gets no reply.
     Dns(#[serde(with = "base64_bytes")] Vec<u8>),
-    /// Answers [`Request::SignLeaf`].
+    /// Answers [`Request::SignLeaf`] and [`Request::AutoEncryptSign`].
     Signed(Result<mesh_ca::IssuedCert, crate::server::ca::CaOpError>),
     /// Answers [`Request::ProxyView`].
     ProxyView(Box<mesh_proxy::ProxyConfig>),

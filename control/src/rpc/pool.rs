@@ -99,6 +99,11 @@ impl RpcPool {
         }
     }
 
+    /// Closes every idle connection.
+    pub fn forget_all(&self) {
+        lock(&self.idle).clear();
+    }
+
     /// Closes every idle connection to `addr` (after it failed).
     pub fn forget(&self, addr: &str) {
         lock(&self.idle).remove(addr);

@@ -15,7 +15,7 @@ use super::{HttpExchange, NodeRecord, Request, Response};
 use crate::agent::proxy_view;
 use crate::conn_limit::{ClientConns, ConnGuard};
 use crate::raft::{Command, RaftNode};
-use crate::server::ca::CaManager;
+use crate::server::ca::{CaManager, CaOpError};
 use axum::body::Body;
 use axum::Router;
 use mesh_dns::DnsServer;
@@ -130,10 +130,19 @@ async fn handle(
 /// Whether a peer in `role` may send `req`: servers anything; client
 /// agents their catalog sync, forwarded API requests (not a server's own
 /// `/v1/agent/` endpoints, which hand out its leaves and keys), DNS,
-/// node records, leaf CSRs and proxy views.
+/// node records, leaf CSRs, proxy views and their RPC certificate's CSR;
+/// an enrolling client agent only that CSR.
 pub fn permitted(role: Role, req: &Request) -> Result<(), String> {
-    if role == Role::Server {
-        return Ok(());
+    match (role, req) {
+        (Role::Server, _) | (_, Request::AutoEncryptSign { .. }) => return Ok(()),
+        (Role::Enrolling, other) => {
+            return Err(format!(
+                "a client agent without its auto_encrypt certificate may not send {}; \
+                 only AutoEncryptSign",
+                other.kind()
+            ))
+        }
+        (Role::Client, _) => {}
     }
     match req {
         Request::Apply(Command::Register { .. } | Command::Deregister { .. })
@@ -215,6 +224,20 @@ async fn dispatch(handlers: &RpcHandlers, req: Request) -> Response {
             service,
             datacenter,
         } => Response::Signed(handlers.ca.sign(&csr, &service, &datacenter)),
+        Request::AutoEncryptSign {
+            csr,
+            node: name,
+            datacenter,
+        } => Response::Signed(match handlers.auth.tls.as_ref() {
+            Some(tls) if tls.auto_encrypt().allow_tls => {
+                handlers.ca.sign_agent(&csr, &name, &datacenter)
+            }
+            _ => Err(CaOpError::Invalid(
+                "this server does not sign client agents' RPC certificates: \
+                 set auto_encrypt { allow_tls = true } on the servers"
+                    .into(),
+            )),
+        }),
         Request::ProxyView {
             plan,
             datacenter,

@@ -117,10 +117,15 @@ impl Stream {
         }
     }
 
-    /// The certificate the peer presented over TLS, if any.
-    pub(super) fn peer_certificate(&self) -> Option<&CertificateDer<'static>> {
+    /// The certificate chain the peer presented over TLS, if any.
+    pub(super) fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         let Stream::Tls(s) = self else { return None };
-        s.get_ref().1.peer_certificates()?.first()
+        s.get_ref().1.peer_certificates()
+    }
+
+    /// Whether the connection is TLS.
+    pub(super) fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
     }
 }
 

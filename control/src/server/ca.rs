@@ -80,6 +80,8 @@ impl RateLimiter {
 /// The CA as the leader runs it.
 pub struct CaManager {
     node: RaftNode,
+    /// This server's datacenter: the one whose client agents it enrolls.
+    datacenter: String,
     limiter: RateLimiter,
     /// Serializes [`CaManager::initialize`]: the launch and a new leader
     /// may both ask, and only one root may be made.
@@ -117,10 +119,12 @@ fn needs_new_root(old: &CaConfiguration, new: &ConsulCaConfig, active: &CaRoot) 
 }
 
 impl CaManager {
-    /// A manager for `node`'s CA, signing at most `rate` CSRs a second.
-    pub fn new(node: RaftNode, rate: f64) -> Self {
+    /// A manager for `node`'s CA in `datacenter`, signing at most `rate`
+    /// CSRs a second.
+    pub fn new(node: RaftNode, rate: f64, datacenter: &str) -> Self {
         CaManager {
             node,
+            datacenter: datacenter.to_owned(),
             limiter: RateLimiter::new(rate),
             init: tokio::sync::Mutex::new(()),
         }
@@ -245,6 +249,30 @@ impl CaManager {
         self.limiter.take()?;
         let ttl = provider.config().leaf_cert_ttl;
         Ok(provider.sign(csr_pem, ttl, SystemTime::now())?)
+    }
+
+    /// Signs a client agent's RPC certificate CSR (auto_encrypt) for node
+    /// `node` of datacenter `dc`, which must be this cluster's and the
+    /// ones the CSR names; rate-limited with the leaf CSRs.
+    pub fn sign_agent(&self, csr_pem: &str, node: &str, dc: &str) -> Result<IssuedCert, CaOpError> {
+        let state = self.state();
+        let provider = Self::provider(&state)?;
+        let id = mesh_ca::inspect_csr(csr_pem)?;
+        if id.agent_node() != Some(node) || id.datacenter() != Some(dc) {
+            return Err(CaOpError::Invalid(format!(
+                "CSR SPIFFE ID {} does not name client agent {node:?} in datacenter {dc:?}",
+                id.uri()
+            )));
+        }
+        if dc != self.datacenter {
+            return Err(CaOpError::Invalid(format!(
+                "this server signs client agents of datacenter {:?}, not {dc:?}",
+                self.datacenter
+            )));
+        }
+        self.limiter.take()?;
+        let ttl = provider.config().leaf_cert_ttl;
+        Ok(provider.sign_agent(csr_pem, ttl, SystemTime::now())?)
     }
 
     /// Makes a key and CSR for `service` and signs it: the agent's leaf

@@ -10,18 +10,31 @@
 //!   certificate must also name `server.<datacenter>.<domain>`, and a caller
 //!   asking for what only servers may ask must present such a certificate
 //!   itself (so a client agent's certificate cannot make it a server).
+//! - `auto_encrypt`: a server with `allow_tls` signs client agents' RPC
+//!   certificates with the Connect CA and accepts them (as client agents
+//!   only); a client agent with `tls` asks for one over TLS before it
+//!   sends anything else ([`crate::auto_encrypt`]).
+//! - `tls_min_version` and `tls_cipher_suites` ([`versions`]).
 
+mod verify;
+mod versions;
+
+pub use verify::{RpcClientVerifier, ServerNameCheck, ServerVerifier};
+pub use versions::{suites, Suites};
+
+use crate::rpc::handshake::Role;
 use arc_swap::ArcSwap;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use mesh_ca::{SharedRoots, TrustedRoots};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::RootCertStore;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-/// Consul's TLS settings for the server RPC port (`tls.defaults` merged with
-/// `tls.internal_rpc`, or the top-level keys).
+/// Consul's TLS settings for one interface (`tls.defaults` merged with
+/// `tls.internal_rpc` or `tls.https`, or the top-level keys).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsConfig {
     /// The CA certificates (PEM) peers' certificates must chain to.
@@ -38,6 +51,20 @@ pub struct TlsConfig {
     pub verify_outgoing: bool,
     /// Servers' certificates must name `server.<datacenter>.<domain>`.
     pub verify_server_hostname: bool,
+    /// The lowest TLS version (`TLSv1_2`, `TLSv1_3`, ...).
+    pub tls_min_version: Option<String>,
+    /// The TLS 1.2 cipher suites, comma-separated (Go's names).
+    pub tls_cipher_suites: Option<String>,
+}
+
+/// Consul's `auto_encrypt` block.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AutoEncrypt {
+    /// A client agent gets its RPC certificate from the servers.
+    pub tls: bool,
+    /// A server signs client agents' RPC certificates with the Connect CA
+    /// and accepts them.
+    pub allow_tls: bool,
 }
 
 impl TlsConfig {
@@ -46,8 +73,10 @@ impl TlsConfig {
         self.cert_file.is_some() || self.verify_outgoing || self.verify_incoming
     }
 
-    /// Checks the combination, naming what is missing.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the combination, naming what is missing. A client agent with
+    /// `auto_encrypt.tls` gets its certificate from the servers, so it
+    /// needs no `cert_file`.
+    pub fn validate(&self, auto: AutoEncrypt) -> Result<(), String> {
         let has_ca = self.ca_file.is_some() || self.ca_path.is_some();
         if self.cert_file.is_some() != self.key_file.is_some() {
             return Err("tls: cert_file and key_file go together".into());
@@ -55,23 +84,49 @@ impl TlsConfig {
         if (self.verify_incoming || self.verify_outgoing) && !has_ca {
             return Err("tls: verify_incoming and verify_outgoing need ca_file or ca_path".into());
         }
-        if self.verify_incoming && self.cert_file.is_none() {
+        if self.verify_incoming && self.cert_file.is_none() && !auto.tls {
             return Err("tls: verify_incoming needs cert_file and key_file".into());
         }
         if self.verify_server_hostname && !self.verify_outgoing {
             return Err("tls: verify_server_hostname needs verify_outgoing".into());
         }
-        Ok(())
+        if auto.tls && !self.verify_outgoing {
+            return Err(
+                "auto_encrypt.tls needs TLS to the servers: set ca_file or ca_path \
+                 (verify_outgoing)"
+                    .into(),
+            );
+        }
+        if auto.allow_tls && self.cert_file.is_none() {
+            return Err(
+                "auto_encrypt.allow_tls needs cert_file and key_file: a server \
+                 presents its own certificate to the client agents it enrolls"
+                    .into(),
+            );
+        }
+        suites(
+            self.tls_min_version.as_deref(),
+            self.tls_cipher_suites.as_deref(),
+        )
+        .map(|_| ())
     }
 }
+
+/// A certificate chain and its key.
+type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
 /// The RPC port's TLS, built from a [`TlsConfig`]: what a server accepts
 /// and how this agent dials. [`RpcTls::reload`] reads the files again;
 /// connections already open keep the certificates they were opened with.
 pub struct RpcTls {
     cfg: TlsConfig,
+    auto: AutoEncrypt,
     live: ArcSwap<Endpoints>,
     server_name: ServerName<'static>,
+    /// A server's copy of the Connect CA's roots (`auto_encrypt.allow_tls`).
+    connect_roots: Option<SharedRoots>,
+    /// The certificate the servers issued this client agent (auto_encrypt).
+    issued: Mutex<Option<Identity>>,
 }
 
 /// The acceptor and connector built from the files as last read.
@@ -87,6 +142,7 @@ impl std::fmt::Debug for RpcTls {
             .field("accepts", &live.acceptor.is_some())
             .field("dials", &live.connector.is_some())
             .field("server_name", &self.server_name)
+            .field("auto_encrypt", &self.auto)
             .finish()
     }
 }
@@ -96,28 +152,68 @@ impl RpcTls {
     /// TLS is configured.
     pub fn build(
         cfg: &TlsConfig,
+        auto: AutoEncrypt,
         datacenter: &str,
         domain: &str,
     ) -> Result<Option<RpcTls>, String> {
-        if !cfg.is_enabled() {
+        if !cfg.is_enabled() && !auto.tls && !auto.allow_tls {
             return Ok(None);
         }
-        cfg.validate()?;
+        cfg.validate(auto)?;
         let name = format!("server.{datacenter}.{}", domain.trim_end_matches('.'));
         let server_name = ServerName::try_from(name.clone())
             .map_err(|e| format!("tls: {name:?} is not a DNS name: {e}"))?;
+        let connect_roots = auto.allow_tls.then(SharedRoots::default);
         Ok(Some(RpcTls {
-            live: ArcSwap::from_pointee(endpoints(cfg)?),
+            live: ArcSwap::from_pointee(endpoints(cfg, connect_roots.as_ref(), None)?),
             cfg: cfg.clone(),
+            auto,
             server_name,
+            connect_roots,
+            issued: Mutex::new(None),
         }))
     }
 
     /// Reads the certificate, key and CA files again (`mesh reload`,
     /// SIGHUP); on an error the certificates in use stay.
     pub fn reload(&self) -> Result<(), String> {
-        self.live.store(Arc::new(endpoints(&self.cfg)?));
+        let issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        let issued = issued.as_ref().map(|(c, k)| (c.clone(), k.clone_key()));
+        let built = endpoints(&self.cfg, self.connect_roots.as_ref(), issued)?;
+        self.live.store(Arc::new(built));
         Ok(())
+    }
+
+    /// Dials with the certificate the servers issued (auto_encrypt) from
+    /// now on: `cert_pem` is the chain, `key_pem` its key.
+    pub fn use_issued(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("auto_encrypt: the issued certificate: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| format!("auto_encrypt: the certificate's key: {e}"))?;
+        let built = endpoints(
+            &self.cfg,
+            self.connect_roots.as_ref(),
+            Some((certs.clone(), key.clone_key())),
+        )?;
+        *self.issued.lock().unwrap_or_else(|p| p.into_inner()) = Some((certs, key));
+        self.live.store(Arc::new(built));
+        Ok(())
+    }
+
+    /// Trusts client agent certificates chaining to these Connect CA roots
+    /// from now on (a server with `auto_encrypt.allow_tls`, as its roots
+    /// rotate).
+    pub fn trust_connect_roots(&self, roots: TrustedRoots) {
+        if let Some(shared) = &self.connect_roots {
+            shared.store(roots);
+        }
+    }
+
+    /// The `auto_encrypt` settings.
+    pub fn auto_encrypt(&self) -> AutoEncrypt {
+        self.auto
     }
 
     /// What a server accepts TLS with, if it has a certificate.
@@ -137,6 +233,47 @@ impl RpcTls {
     /// Whether a server refuses callers that do not speak TLS.
     pub fn verify_incoming(&self) -> bool {
         self.cfg.verify_incoming
+    }
+
+    /// What a TLS caller claiming `claimed` is let act as, given the chain
+    /// it presented (none: no certificate):
+    /// - a certificate from the Connect CA (auto_encrypt) is a client
+    ///   agent's, never a server's;
+    /// - a server must present the operator CA's certificate, naming
+    ///   `server.<dc>.<domain>` with `verify_server_hostname`;
+    /// - with `verify_incoming`, a caller without a certificate is a client
+    ///   agent still enrolling ([`Role::Enrolling`]) when this server
+    ///   allows auto_encrypt, and refused otherwise.
+    pub fn admit(
+        &self,
+        claimed: Role,
+        chain: Option<&[CertificateDer<'static>]>,
+    ) -> Result<Role, String> {
+        let leaf = chain.and_then(<[_]>::first);
+        let is_agent = leaf
+            .and_then(|l| mesh_ca::leaf_spiffe_id(l).ok())
+            .is_some_and(|id| id.is_agent());
+        let uncertified = leaf.is_none() && self.cfg.verify_incoming;
+        match claimed {
+            Role::Server if is_agent => Err(
+                "an auto_encrypt certificate is a client agent's; a server presents its own \
+                 cert_file certificate"
+                    .into(),
+            ),
+            Role::Server if uncertified => {
+                Err("a server must present a certificate from the CA (verify_incoming)".into())
+            }
+            Role::Server => self.may_act_as_server(leaf).map(|()| Role::Server),
+            Role::Client | Role::Enrolling if uncertified && self.auto.allow_tls => {
+                Ok(Role::Enrolling)
+            }
+            Role::Client | Role::Enrolling if uncertified => Err(
+                "this server accepts only callers with a certificate from the CA \
+                 (verify_incoming)"
+                    .into(),
+            ),
+            Role::Client | Role::Enrolling => Ok(Role::Client),
+        }
     }
 
     /// Whether a caller may ask what only servers may ask, given the
@@ -162,18 +299,36 @@ impl RpcTls {
     }
 }
 
-/// The RPC port's acceptor and connector from the files `cfg` names.
-fn endpoints(cfg: &TlsConfig) -> Result<Endpoints, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// The RPC port's acceptor and connector from the files `cfg` names; a
+/// client agent dials with `issued` (its auto_encrypt certificate) when it
+/// has one, and a server accepts client agents' certificates chaining to
+/// `connect` when given.
+fn endpoints(
+    cfg: &TlsConfig,
+    connect: Option<&SharedRoots>,
+    issued: Option<Identity>,
+) -> Result<Endpoints, String> {
+    let suites = suites(
+        cfg.tls_min_version.as_deref(),
+        cfg.tls_cipher_suites.as_deref(),
+    )?;
     let roots = Arc::new(load_roots(cfg)?);
-    let identity = match (&cfg.cert_file, &cfg.key_file) {
+    let files = match (&cfg.cert_file, &cfg.key_file) {
         (Some(cert), Some(key)) => Some((load_certs(cert)?, load_key(key)?)),
         _ => None,
     };
-    let acceptor = match &identity {
-        Some((certs, key)) => Some(TlsAcceptor::from(Arc::new(server_config(
-            cfg, &roots, certs, key, &provider,
-        )?))),
+    let acceptor = match &files {
+        Some((certs, key)) => {
+            let mandatory = cfg.verify_incoming && connect.is_none();
+            let verifier = RpcClientVerifier::new(
+                roots.clone(),
+                connect.cloned(),
+                mandatory,
+                &suites.provider,
+            )?;
+            let config = server_config(certs, key, &suites, verifier)?;
+            Some(TlsAcceptor::from(Arc::new(config)))
+        }
         None => None,
     };
     if !cfg.verify_outgoing {
@@ -186,16 +341,16 @@ fn endpoints(cfg: &TlsConfig) -> Result<Endpoints, String> {
         true => ServerNameCheck::Dialed,
         false => ServerNameCheck::ChainOnly,
     };
-    let verifier = ServerVerifier::new(roots, provider.clone(), names)?;
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+    let verifier = ServerVerifier::new(roots, suites.provider.clone(), names)?;
+    let builder = rustls::ClientConfig::builder_with_provider(suites.provider)
+        .with_protocol_versions(suites.versions)
         .map_err(|e| format!("tls: {e}"))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
-    let config = match identity {
+    let config = match issued.or(files) {
         Some((certs, key)) => builder
             .with_client_auth_cert(certs, key)
-            .map_err(|e| format!("tls: cert_file and key_file: {e}"))?,
+            .map_err(|e| format!("tls: the RPC certificate and key: {e}"))?,
         None => builder.with_no_client_auth(),
     };
     Ok(Endpoints {
@@ -241,130 +396,31 @@ fn https_acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
     if cfg.verify_incoming && cfg.ca_file.is_none() && cfg.ca_path.is_none() {
         return Err("tls: verify_incoming on HTTPS needs ca_file or ca_path".into());
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let suites = suites(
+        cfg.tls_min_version.as_deref(),
+        cfg.tls_cipher_suites.as_deref(),
+    )?;
     let roots = Arc::new(load_roots(cfg)?);
-    let mut config = server_config(cfg, &roots, &load_certs(cert)?, &load_key(key)?, &provider)?;
+    let verifier = RpcClientVerifier::new(roots, None, cfg.verify_incoming, &suites.provider)?;
+    let mut config = server_config(&load_certs(cert)?, &load_key(key)?, &suites, verifier)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// A TLS server presenting `certs`; client certificates are checked
-/// against `roots` when there are any, and required with `verify_incoming`.
+/// A TLS server presenting `certs`, checking client certificates with
+/// `verifier`.
 fn server_config(
-    cfg: &TlsConfig,
-    roots: &Arc<RootCertStore>,
     certs: &[CertificateDer<'static>],
     key: &PrivateKeyDer<'static>,
-    provider: &Arc<rustls::crypto::CryptoProvider>,
+    suites: &Suites,
+    verifier: Arc<dyn ClientCertVerifier>,
 ) -> Result<rustls::ServerConfig, String> {
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))?;
-    let builder = if roots.is_empty() {
-        builder.with_no_client_auth()
-    } else {
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            roots.clone(),
-            provider.clone(),
-        );
-        let verifier = if cfg.verify_incoming {
-            verifier
-        } else {
-            verifier.allow_unauthenticated()
-        };
-        builder.with_client_cert_verifier(
-            verifier
-                .build()
-                .map_err(|e| format!("tls: client verifier: {e}"))?,
-        )
-    };
-    builder
+    rustls::ServerConfig::builder_with_provider(suites.provider.clone())
+        .with_protocol_versions(suites.versions)
+        .map_err(|e| format!("tls: {e}"))?
+        .with_client_cert_verifier(verifier)
         .with_single_cert(certs.to_vec(), key.clone_key())
         .map_err(|e| format!("tls: cert_file and key_file: {e}"))
-}
-
-/// How a server certificate's name is checked, once its chain holds.
-#[derive(Debug, Clone)]
-pub enum ServerNameCheck {
-    /// The name dialed (or given to the connector).
-    Dialed,
-    /// This name, whatever was dialed (the CLI's `-tls-server-name`).
-    Expect(ServerName<'static>),
-    /// None: the chain alone (RPC without `verify_server_hostname`, as
-    /// Consul).
-    ChainOnly,
-}
-
-/// Checks a server's chain against a CA, then its name as
-/// [`ServerNameCheck`] says.
-#[derive(Debug)]
-pub struct ServerVerifier {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-    names: ServerNameCheck,
-}
-
-impl ServerVerifier {
-    /// A verifier trusting `roots`.
-    pub fn new(
-        roots: Arc<RootCertStore>,
-        provider: Arc<rustls::crypto::CryptoProvider>,
-        names: ServerNameCheck,
-    ) -> Result<Arc<ServerVerifier>, String> {
-        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
-            .build()
-            .map_err(|e| format!("tls: server verifier: {e}"))?;
-        Ok(Arc::new(ServerVerifier { inner, names }))
-    }
-}
-
-impl ServerCertVerifier for ServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        dialed: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let name = match &self.names {
-            ServerNameCheck::Expect(name) => name,
-            ServerNameCheck::Dialed | ServerNameCheck::ChainOnly => dialed,
-        };
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, name, ocsp, now)
-        {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
-            | Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForNameContext { .. },
-            )) if matches!(self.names, ServerNameCheck::ChainOnly) => {
-                Ok(ServerCertVerified::assertion())
-            }
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
@@ -453,19 +509,24 @@ mod tests {
             ),
         ];
         for (cfg, why) in cases {
-            let err = cfg.validate().unwrap_err();
+            let err = cfg.validate(AutoEncrypt::default()).unwrap_err();
             assert!(err.contains(why), "{err}");
         }
         assert!(!TlsConfig::default().is_enabled());
-        assert!(RpcTls::build(&TlsConfig::default(), "dc1", "consul")
-            .unwrap()
-            .is_none());
+        assert!(RpcTls::build(
+            &TlsConfig::default(),
+            AutoEncrypt::default(),
+            "dc1",
+            "consul"
+        )
+        .unwrap()
+        .is_none());
         let missing = TlsConfig {
             verify_outgoing: true,
             ca_file: p("/nonexistent/ca.pem"),
             ..TlsConfig::default()
         };
-        let err = RpcTls::build(&missing, "dc1", "consul").unwrap_err();
+        let err = RpcTls::build(&missing, AutoEncrypt::default(), "dc1", "consul").unwrap_err();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }
 }
