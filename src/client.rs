@@ -78,6 +78,8 @@ struct TlsSettings {
 /// A connection to an agent's HTTP API.
 pub struct Client {
     base: String,
+    /// With `-tls-server-name`: where requests go instead of `base`.
+    sni: Option<Sni>,
     token: Option<String>,
     datacenter: Option<String>,
     /// The TLS setup for `https` addresses, shared by every HTTP client made.
@@ -191,8 +193,13 @@ impl Client {
         } else {
             (None, None)
         };
+        let sni = match (&tls, &settings.server_name) {
+            (Some(_), Some(name)) => Some(sni_base(&base, name)?),
+            _ => None,
+        };
         let mut client = Client {
             base,
+            sni,
             token,
             datacenter: flags.datacenter.clone(),
             tls,
@@ -211,7 +218,10 @@ impl Client {
 
     /// An HTTP client builder with the agent's TLS setup.
     fn builder(&self) -> reqwest::ClientBuilder {
-        let b = reqwest::Client::builder().tcp_keepalive(std::time::Duration::from_secs(30));
+        let mut b = reqwest::Client::builder().tcp_keepalive(std::time::Duration::from_secs(30));
+        if let Some(sni) = &self.sni {
+            b = b.resolve_to_addrs(&sni.name, &sni.addrs);
+        }
         match &self.tls {
             Some(tls) => b.use_preconfigured_tls(tls.clone()),
             None => b,
@@ -257,7 +267,8 @@ impl Client {
         method: Method,
         path: &str,
     ) -> reqwest::RequestBuilder {
-        let mut url = format!("{}{}", self.base, path);
+        let base = self.sni.as_ref().map_or(&self.base, |sni| &sni.base);
+        let mut url = format!("{base}{path}");
         if let Some(dc) = &self.datacenter {
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str("dc=");
@@ -332,6 +343,29 @@ impl Client {
     pub async fn delete(&self, path: &str) -> Result<Reply> {
         self.send(Method::DELETE, path, None).await
     }
+}
+
+/// Requests for `-tls-server-name`: sent to a base URL naming the server
+/// name, which resolves to the agent's addresses, so TLS sends the name as
+/// SNI (as Consul's Go client sets `ServerName`).
+struct Sni {
+    base: String,
+    name: String,
+    addrs: Vec<std::net::SocketAddr>,
+}
+
+/// The [`Sni`] for reaching `base` as `name`.
+fn sni_base(base: &str, name: &str) -> Result<Sni> {
+    let url = reqwest::Url::parse(base).with_context(|| format!("invalid address {base:?}"))?;
+    let addrs = url
+        .socket_addrs(|| Some(8501))
+        .with_context(|| format!("resolving {base}"))?;
+    let port = url.port_or_known_default().unwrap_or(8501);
+    Ok(Sni {
+        base: format!("https://{name}:{port}"),
+        name: name.to_string(),
+        addrs,
+    })
 }
 
 /// The rustls setup for `settings`, with ring as the crypto provider.

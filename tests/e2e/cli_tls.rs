@@ -276,3 +276,61 @@ async fn proxies_get_their_config_over_https() {
     .await;
     assert_eq!(got, b"over https\n");
 }
+
+/// `-tls-server-name` is sent as SNI, as Consul's Go client sets
+/// `ServerName`, even when the address dialed is an IP (for which no SNI
+/// would be sent otherwise). A bare TLS listener records what it receives.
+#[tokio::test]
+async fn tls_server_name_is_sent_as_sni() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pki = tempfile::tempdir().unwrap();
+    mesh_tls(pki.path(), &["ca", "create"]);
+    mesh_tls(pki.path(), &["cert", "create", "-server", "-dc=dc1"]);
+    let path = |f: &str| pki.path().join(f).display().to_string();
+    let certs = CertificateDer::pem_file_iter(path("dc1-server-consul-0.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(path("dc1-server-consul-0-key.pem")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("https://{}", listener.local_addr().unwrap());
+    let seen = tokio::spawn(async move {
+        let mut names = Vec::new();
+        for _ in 0..2 {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let tls = acceptor.accept(tcp).await.unwrap();
+            names.push(tls.get_ref().1.server_name().map(str::to_string));
+        }
+        names
+    });
+    let ca = format!("-ca-file={}", path("consul-agent-ca.pem"));
+    let http_addr = format!("-http-addr={addr}");
+    let cli = |extra: &'static [&'static str]| {
+        let mut args = vec!["kv", "get", http_addr.as_str(), ca.as_str()];
+        args.extend_from_slice(extra);
+        args.push("sni/key");
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            mesh(&args, &[])
+        })
+    };
+    // The listener answers no HTTP: only the handshakes matter.
+    let _ = cli(&[]).await.unwrap();
+    let _ = cli(&["-tls-server-name=localhost"]).await.unwrap();
+    let names = tokio::time::timeout(std::time::Duration::from_secs(30), seen)
+        .await
+        .expect("two handshakes")
+        .unwrap();
+    assert_eq!(names, [None, Some("localhost".to_string())]);
+}

@@ -134,3 +134,89 @@ async fn a_reload_reads_new_certificates_and_keeps_open_connections() {
         "the connection opened before the reload still works"
     );
 }
+
+/// Whether a TLS handshake with `addr` succeeds for a client offering only
+/// `versions` and (TLS 1.2) `suites`, trusting the CA in `pki`.
+async fn handshake(
+    pki: &Path,
+    addr: std::net::SocketAddr,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    suites: Option<&[rustls::CipherSuite]>,
+) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(wanted) = suites {
+        provider
+            .cipher_suites
+            .retain(|s| wanted.contains(&s.suite()));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(pki.join("consul-agent-ca.pem")).unwrap();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector
+        .connect(name, tcp)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// `tls_min_version` and `tls_cipher_suites`, in Consul's spelling, decide
+/// what the HTTPS port negotiates.
+#[tokio::test]
+async fn tls_min_version_and_cipher_suites_are_applied() {
+    use rustls::version::{TLS12, TLS13};
+    use rustls::CipherSuite::{
+        TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 as AES128,
+        TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 as AES256,
+    };
+    let pki = tempfile::tempdir().unwrap();
+    mesh_tls(pki.path(), &["ca", "create"]);
+    mesh_tls(pki.path(), &["cert", "create", "-server", "-dc=dc1"]);
+    let start = |tls: &str| {
+        let path = |f: &str| pki.path().join(f).display().to_string();
+        let cfg = write_file(
+            pki.path(),
+            "versions.json",
+            &format!(
+                r#"{{"ca_file": "{}", "cert_file": "{}", "key_file": "{}", {tls}}}"#,
+                path("consul-agent-ca.pem"),
+                path("dc1-server-consul-0.pem"),
+                path("dc1-server-consul-0-key.pem"),
+            ),
+        );
+        Agent::start(&[
+            "-https-port=0",
+            "-http-port=-1",
+            &format!("-config-file={}", cfg.display()),
+        ])
+    };
+
+    let only13 = start(r#""tls": {"https": {"tls_min_version": "TLSv1_3"}}"#);
+    let err = handshake(pki.path(), only13.http, &[&TLS12], None).await;
+    assert!(err.is_err(), "TLS 1.2 against tls_min_version TLSv1_3");
+    handshake(pki.path(), only13.http, &[&TLS13], None)
+        .await
+        .unwrap();
+    drop(only13);
+
+    let aes256 = start(r#""tls_cipher_suites": "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384""#);
+    let err = handshake(pki.path(), aes256.http, &[&TLS12], Some(&[AES128])).await;
+    assert!(err.is_err(), "a suite outside tls_cipher_suites");
+    handshake(pki.path(), aes256.http, &[&TLS12], Some(&[AES256]))
+        .await
+        .unwrap();
+    // TLS 1.3 is not restricted by the list, as in Consul.
+    handshake(pki.path(), aes256.http, &[&TLS13], None)
+        .await
+        .unwrap();
+}
